@@ -1,0 +1,117 @@
+//! `file`: writes each export request as one OTLP/JSON line, for inspection and tests.
+
+use super::sending::{QueueConfig, RetryConfig, SendingSettings};
+use super::{ExportError, Exporter};
+use crate::component::{ComponentId, Kind, Signal};
+use crate::config::{component_config, quote_key, ConfigError, Source};
+use crate::pipeline::data::Decoded;
+use crate::pipeline::Payload;
+use crate::registry::{BuildContext, BuildError, ExporterConfig};
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// File to append to; its directory is created if missing.
+    pub path: PathBuf,
+}
+
+pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
+    let c: FileConfig = component_config(src, Kind::Exporter, id)?;
+    if c.path.as_os_str().is_empty() {
+        let key = format!("exporters.{}.path", quote_key(id.as_str()));
+        return Err(src.error_at(None, &key, "path must not be empty".into()));
+    }
+    Ok(Arc::new(c))
+}
+
+impl ExporterConfig for FileConfig {
+    fn signals(&self) -> Vec<Signal> {
+        Signal::ALL.to_vec()
+    }
+    fn sending(&self) -> SendingSettings {
+        SendingSettings {
+            // One writer keeps lines in arrival order.
+            queue: QueueConfig {
+                queue_size: 256,
+                num_consumers: 1,
+            },
+            retry: RetryConfig::default(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+    fn critical(&self) -> bool {
+        false
+    }
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BuildError::new(&ctx.id, format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| {
+                BuildError::new(&ctx.id, format!("cannot open {}: {e}", self.path.display()))
+            })?;
+        Ok(Arc::new(FileExporter {
+            out: Arc::new(Mutex::new(BufWriter::new(f))),
+            path: self.path.clone(),
+        }))
+    }
+}
+
+struct FileExporter {
+    out: Arc<Mutex<BufWriter<File>>>,
+    path: PathBuf,
+}
+
+/// One OTLP/JSON line for a payload.
+pub fn json_line(p: &Payload) -> Result<Vec<u8>, String> {
+    let decoded = p
+        .decoded()
+        .map_err(|e| format!("payload does not decode: {e}"))?;
+    let mut line = match decoded {
+        Decoded::Traces(r) => serde_json::to_vec(&*r),
+        Decoded::Metrics(r) => serde_json::to_vec(&*r),
+        Decoded::Logs(r) => serde_json::to_vec(&*r),
+    }
+    .map_err(|e| format!("cannot write OTLP/JSON: {e}"))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+impl Exporter for FileExporter {
+    fn export(&self, payload: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>> {
+        let out = self.out.clone();
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let line = json_line(&payload).map_err(ExportError::permanent)?;
+                let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+                w.write_all(&line)
+                    .and_then(|_| w.flush())
+                    .map_err(|e| ExportError::retryable(format!("writing {}: {e}", path.display())))
+            })
+            .await
+            .map_err(|e| ExportError::permanent(format!("file writer task failed: {e}")))?
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let out = self.out.clone();
+        Box::pin(async move {
+            let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = w.flush();
+            let _ = w.get_ref().sync_all();
+        })
+    }
+}

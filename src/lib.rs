@@ -1,0 +1,16 @@
+//! tradewatch: an OpenTelemetry-collector-style pipeline for automated trading systems.
+//!
+//! Receivers turn the outside world into OTLP data, processors transform it, exporters
+//! deliver it. [`pipeline`] wires them; [`service`] runs the whole graph and serves
+//! `/health`, `/status` and `/metrics`.
+
+pub mod component;
+pub mod config;
+pub mod exporters;
+pub mod otlp;
+pub mod pipeline;
+pub mod processors;
+pub mod receivers;
+pub mod registry;
+pub mod service;
+pub mod state;

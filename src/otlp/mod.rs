@@ -1,0 +1,3 @@
+//! OTLP helpers shared by receivers and exporters.
+
+pub mod wire;

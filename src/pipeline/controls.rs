@@ -1,0 +1,66 @@
+//! Typed control handles: how one component reaches another's side effects.
+//!
+//! The risk processor must pause a bot through the Freqtrade receiver's client, but the
+//! core knows nothing about trading. A component that offers an action registers a
+//! handle under its own id at build time; a component that needs it asks for that type
+//! by id. Nothing global, nothing stringly typed beyond the component id.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+#[derive(Clone, Default)]
+pub struct Controls {
+    handles: Arc<RwLock<HashMap<(TypeId, String), Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl Controls {
+    /// Offers `handle` under `owner` (a component id such as `freqtrade/main`).
+    pub fn provide<T: Any + Send + Sync>(&self, owner: &str, handle: Arc<T>) {
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((TypeId::of::<T>(), owner.to_owned()), handle);
+    }
+
+    /// The handle of type `T` offered by `owner`, if any.
+    pub fn get<T: Any + Send + Sync>(&self, owner: &str) -> Option<Arc<T>> {
+        let map = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&(TypeId::of::<T>(), owner.to_owned()))
+            .cloned()
+            .and_then(|h| h.downcast::<T>().ok())
+    }
+
+    /// Every handle of type `T`, with its owner.
+    pub fn all<T: Any + Send + Sync>(&self) -> Vec<(String, Arc<T>)> {
+        let map = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, Arc<T>)> = map
+            .iter()
+            .filter(|((t, _), _)| *t == TypeId::of::<T>())
+            .filter_map(|((_, owner), h)| {
+                h.clone().downcast::<T>().ok().map(|h| (owner.clone(), h))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pause(&'static str);
+    struct Other;
+
+    #[test]
+    fn handles_are_typed_and_owned() {
+        let c = Controls::default();
+        c.provide("freqtrade/a", Arc::new(Pause("a")));
+        c.provide("freqtrade/b", Arc::new(Pause("b")));
+        assert_eq!(c.get::<Pause>("freqtrade/a").unwrap().0, "a");
+        assert!(c.get::<Other>("freqtrade/a").is_none());
+        assert!(c.get::<Pause>("freqtrade/c").is_none());
+        assert_eq!(c.all::<Pause>().len(), 2);
+    }
+}

@@ -1,0 +1,280 @@
+//! The data that flows through pipelines: OTLP export requests, kept encoded while
+//! nothing needs to look inside them.
+//!
+//! A receiver validates the bytes it was sent with the wire scanner and passes them on
+//! as [`Payload::Encoded`]; a processor that edits records decodes once
+//! ([`Payload::make_decoded`]); an exporter that forwards OTLP sends the bytes as they
+//! came. Batching concatenates encoded requests, which protobuf defines as merging
+//! their repeated `resource_*` fields, so a gateway never decodes what it only relays.
+
+use crate::component::Signal;
+use crate::otlp::wire::{self, WireError};
+use bytes::{Bytes, BytesMut};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use prost::Message;
+use std::borrow::Cow;
+
+use super::ack::Ack;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A valid encoded export request of `signal` holding `items` items.
+    Encoded {
+        signal: Signal,
+        bytes: Bytes,
+        items: u64,
+    },
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+/// A decoded view of a payload, borrowed when it is already decoded.
+pub enum Decoded<'a> {
+    Traces(Cow<'a, ExportTraceServiceRequest>),
+    Metrics(Cow<'a, ExportMetricsServiceRequest>),
+    Logs(Cow<'a, ExportLogsServiceRequest>),
+}
+
+impl Payload {
+    /// Validates encoded request bytes and counts their items without decoding them.
+    pub fn from_encoded(signal: Signal, bytes: Bytes) -> Result<Payload, WireError> {
+        let counts = match signal {
+            Signal::Traces => wire::scan_traces(&bytes)?,
+            Signal::Metrics => wire::scan_metrics(&bytes)?,
+            Signal::Logs => wire::scan_logs(&bytes)?,
+        };
+        Ok(Payload::Encoded {
+            signal,
+            bytes,
+            items: counts.items,
+        })
+    }
+
+    pub fn signal(&self) -> Signal {
+        match self {
+            Payload::Encoded { signal, .. } => *signal,
+            Payload::Traces(_) => Signal::Traces,
+            Payload::Metrics(_) => Signal::Metrics,
+            Payload::Logs(_) => Signal::Logs,
+        }
+    }
+
+    /// Spans, metric data points or log records.
+    pub fn items(&self) -> u64 {
+        match self {
+            Payload::Encoded { items, .. } => *items,
+            Payload::Traces(r) => r
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum(),
+            Payload::Metrics(r) => r
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| metric_points(m.data.as_ref()))
+                .sum(),
+            Payload::Logs(r) => r
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len() as u64)
+                .sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Payload::Encoded { bytes, .. } => bytes.is_empty(),
+            _ => self.encoded_len() == 0,
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Payload::Encoded { bytes, .. } => bytes.len(),
+            Payload::Traces(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+            Payload::Logs(r) => r.encoded_len(),
+        }
+    }
+
+    /// The protobuf encoding of the export request; free when it arrived encoded.
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Payload::Encoded { bytes, .. } => bytes.clone(),
+            Payload::Traces(r) => r.encode_to_vec().into(),
+            Payload::Metrics(r) => r.encode_to_vec().into(),
+            Payload::Logs(r) => r.encode_to_vec().into(),
+        }
+    }
+
+    /// Decodes in place (once) so a processor can edit records.
+    pub fn make_decoded(&mut self) -> Result<(), prost::DecodeError> {
+        if let Payload::Encoded { signal, bytes, .. } = self {
+            *self = match signal {
+                Signal::Traces => {
+                    Payload::Traces(ExportTraceServiceRequest::decode(bytes.as_ref())?)
+                }
+                Signal::Metrics => {
+                    Payload::Metrics(ExportMetricsServiceRequest::decode(bytes.as_ref())?)
+                }
+                Signal::Logs => Payload::Logs(ExportLogsServiceRequest::decode(bytes.as_ref())?),
+            };
+        }
+        Ok(())
+    }
+
+    /// A decoded view, borrowing when possible (for exporters that read records).
+    pub fn decoded(&self) -> Result<Decoded<'_>, prost::DecodeError> {
+        Ok(match self {
+            Payload::Encoded { signal, bytes, .. } => match signal {
+                Signal::Traces => Decoded::Traces(Cow::Owned(ExportTraceServiceRequest::decode(
+                    bytes.as_ref(),
+                )?)),
+                Signal::Metrics => Decoded::Metrics(Cow::Owned(
+                    ExportMetricsServiceRequest::decode(bytes.as_ref())?,
+                )),
+                Signal::Logs => Decoded::Logs(Cow::Owned(ExportLogsServiceRequest::decode(
+                    bytes.as_ref(),
+                )?)),
+            },
+            Payload::Traces(r) => Decoded::Traces(Cow::Borrowed(r)),
+            Payload::Metrics(r) => Decoded::Metrics(Cow::Borrowed(r)),
+            Payload::Logs(r) => Decoded::Logs(Cow::Borrowed(r)),
+        })
+    }
+
+    /// Appends `other` (same signal) to `self`.
+    ///
+    /// Two decoded requests merge their lists; anything else is merged by concatenating
+    /// encodings, which is cheaper than decoding the encoded side.
+    pub fn merge(&mut self, other: Payload) {
+        debug_assert_eq!(self.signal(), other.signal());
+        match (&mut *self, other) {
+            (Payload::Traces(a), Payload::Traces(b)) => a.resource_spans.extend(b.resource_spans),
+            (Payload::Metrics(a), Payload::Metrics(b)) => {
+                a.resource_metrics.extend(b.resource_metrics)
+            }
+            (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
+            (this, other) => {
+                let signal = this.signal();
+                let items = this.items() + other.items();
+                let mut buf = BytesMut::with_capacity(this.encoded_len() + other.encoded_len());
+                append_encoded(this, &mut buf);
+                append_encoded(&other, &mut buf);
+                *this = Payload::Encoded {
+                    signal,
+                    bytes: buf.freeze(),
+                    items,
+                };
+            }
+        }
+    }
+
+    /// An empty request of `signal`.
+    pub fn empty(signal: Signal) -> Payload {
+        Payload::Encoded {
+            signal,
+            bytes: Bytes::new(),
+            items: 0,
+        }
+    }
+}
+
+fn append_encoded(p: &Payload, buf: &mut BytesMut) {
+    match p {
+        Payload::Encoded { bytes, .. } => buf.extend_from_slice(bytes),
+        Payload::Traces(r) => r.encode_raw(buf),
+        Payload::Metrics(r) => r.encode_raw(buf),
+        Payload::Logs(r) => r.encode_raw(buf),
+    }
+}
+
+/// Data points in one metric, whatever its kind.
+pub fn metric_points(data: Option<&Data>) -> u64 {
+    match data {
+        Some(Data::Gauge(g)) => g.data_points.len() as u64,
+        Some(Data::Sum(s)) => s.data_points.len() as u64,
+        Some(Data::Histogram(h)) => h.data_points.len() as u64,
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len() as u64,
+        Some(Data::Summary(s)) => s.data_points.len() as u64,
+        None => 0,
+    }
+}
+
+/// A payload on its way through a pipeline, with the acknowledgements it carries.
+#[derive(Debug)]
+pub struct Batch {
+    pub payload: Payload,
+    pub acks: Vec<Ack>,
+}
+
+impl Batch {
+    pub fn new(payload: Payload) -> Batch {
+        Batch {
+            payload,
+            acks: Vec::new(),
+        }
+    }
+
+    pub fn with_ack(payload: Payload, ack: Ack) -> Batch {
+        Batch {
+            payload,
+            acks: vec![ack],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn traces(n: usize) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..n)
+                        .map(|i| Span {
+                            name: format!("s{i}"),
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn merges_encoded_and_decoded_alike() {
+        let a = traces(3);
+        let b = traces(2);
+        let mut enc = Payload::from_encoded(Signal::Traces, a.encode_to_vec().into()).unwrap();
+        assert_eq!(enc.items(), 3);
+        enc.merge(Payload::Traces(b.clone()));
+        assert_eq!(enc.items(), 5);
+        enc.make_decoded().unwrap();
+        let mut expect = a.clone();
+        expect.resource_spans.extend(b.resource_spans);
+        assert_eq!(enc, Payload::Traces(expect));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(
+            Payload::from_encoded(Signal::Traces, Bytes::from_static(b"\x0a\xff\xff\xff")).is_err()
+        );
+    }
+}

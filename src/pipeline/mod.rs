@@ -1,0 +1,216 @@
+//! The pipeline runtime: bounded channels from receivers into pipelines, the processor
+//! chain, and the fan-out of each pipeline to its exporters' sending queues.
+//!
+//! Back-pressure is end to end: an exporter whose queue is full makes its pipelines wait,
+//! a waiting pipeline's channel fills, and then [`Consumer::consume`] refuses new data so
+//! the receiver can answer its client with a retryable status. Nothing that was accepted
+//! is dropped on the way.
+
+pub mod ack;
+pub mod controls;
+pub mod data;
+pub mod topology;
+
+pub use ack::{Ack, AckWaiter, Delivery};
+pub use data::{Batch, Payload};
+
+use crate::component::{PipelineId, Signal};
+use crate::exporters::sending::{ExportItem, ExporterHandle};
+use crate::processors::Processor;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Why a receiver's data was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the pipeline is full; retry later")]
+    Full,
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+}
+
+/// A receiver's way into the pipelines that list it, for one signal.
+///
+/// Data goes to every pipeline or to none: a slot is reserved in each pipeline's channel
+/// before anything is sent, so a refusal never leaves a partial delivery behind.
+#[derive(Clone)]
+pub struct Consumer {
+    signal: Signal,
+    targets: Arc<[mpsc::Sender<Batch>]>,
+    wait: Duration,
+    accepted: Counter,
+    refused: Counter,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        signal: Signal,
+        targets: Vec<mpsc::Sender<Batch>>,
+        wait: Duration,
+        accepted: Counter,
+        refused: Counter,
+    ) -> Consumer {
+        Consumer {
+            signal,
+            targets: targets.into(),
+            wait,
+            accepted,
+            refused,
+        }
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// How long `consume` waits for room before refusing.
+    pub fn with_wait(mut self, wait: Duration) -> Consumer {
+        self.wait = wait;
+        self
+    }
+
+    /// Hands a batch to every pipeline, waiting up to the configured time for room.
+    pub async fn consume(&self, batch: Batch) -> Result<(), Refused> {
+        debug_assert_eq!(batch.payload.signal(), self.signal);
+        let items = batch.payload.items();
+        let result = self.send(batch).await;
+        match result {
+            Ok(()) => self.accepted.inc_by(items),
+            Err(_) => self.refused.inc_by(items),
+        };
+        result
+    }
+
+    async fn send(&self, batch: Batch) -> Result<(), Refused> {
+        let deadline = Instant::now() + self.wait;
+        if let [tx] = &*self.targets {
+            return match tx.try_reserve() {
+                Ok(permit) => {
+                    permit.send(batch);
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => Err(Refused::ShuttingDown),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    match tokio::time::timeout_at(deadline, tx.reserve()).await {
+                        Ok(Ok(permit)) => {
+                            permit.send(batch);
+                            Ok(())
+                        }
+                        Ok(Err(_)) => Err(Refused::ShuttingDown),
+                        Err(_) => Err(Refused::Full),
+                    }
+                }
+            };
+        }
+        let mut permits = Vec::with_capacity(self.targets.len());
+        for tx in self.targets.iter() {
+            match tokio::time::timeout_at(deadline, tx.reserve()).await {
+                Ok(Ok(p)) => permits.push(p),
+                Ok(Err(_)) => return Err(Refused::ShuttingDown),
+                Err(_) => return Err(Refused::Full),
+            }
+        }
+        let last = permits.pop();
+        for p in permits {
+            p.send(Batch {
+                payload: batch.payload.clone(),
+                acks: batch.acks.clone(),
+            });
+        }
+        if let Some(p) = last {
+            p.send(batch);
+        }
+        Ok(())
+    }
+}
+
+/// One pipeline's task: input channel → processors → exporters.
+pub(crate) struct PipelineRunner {
+    pub id: PipelineId,
+    pub rx: mpsc::Receiver<Batch>,
+    pub processors: Vec<Box<dyn Processor>>,
+    pub exporters: Vec<ExporterHandle>,
+}
+
+impl PipelineRunner {
+    pub async fn run(mut self) {
+        loop {
+            let deadline = self.processors.iter().filter_map(|p| p.deadline()).min();
+            tokio::select! {
+                biased;
+                b = self.rx.recv() => match b {
+                    Some(b) => self.push(0, vec![b]).await,
+                    None => break,
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => self.flush(false).await,
+            }
+        }
+        // Input closed: everything still held by processors goes out, in chain order.
+        self.flush(true).await;
+        tracing::debug!(pipeline = %self.id, "pipeline drained");
+    }
+
+    async fn push(&mut self, from: usize, mut batches: Vec<Batch>) {
+        for p in &mut self.processors[from..] {
+            let mut next = Vec::with_capacity(batches.len());
+            for b in batches {
+                p.process(b, &mut next);
+            }
+            batches = next;
+            if batches.is_empty() {
+                return;
+            }
+        }
+        for b in batches {
+            export(&self.exporters, b).await;
+        }
+    }
+
+    /// Lets each processor emit what is due (or everything, when forced) and pushes it
+    /// through the rest of the chain.
+    async fn flush(&mut self, force: bool) {
+        let now = Instant::now();
+        for i in 0..self.processors.len() {
+            let due = force || self.processors[i].deadline().is_some_and(|d| d <= now);
+            if !due {
+                continue;
+            }
+            let mut out = Vec::new();
+            self.processors[i].flush(force, &mut out);
+            if !out.is_empty() {
+                self.push(i + 1, out).await;
+            }
+        }
+    }
+}
+
+async fn export(exporters: &[ExporterHandle], batch: Batch) {
+    if batch.payload.is_empty() {
+        return;
+    }
+    let payload = Arc::new(batch.payload);
+    let n = exporters.len();
+    let mut acks = Some(batch.acks);
+    for (i, e) in exporters.iter().enumerate() {
+        let acks = if i + 1 == n {
+            acks.take().unwrap_or_default()
+        } else {
+            acks.clone().unwrap_or_default()
+        };
+        e.send(ExportItem {
+            payload: payload.clone(),
+            acks,
+        })
+        .await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,255 @@
+//! Builds the running graph from a checked configuration, and takes it down in order.
+//!
+//! Start-up: receivers are built first (they may offer control handles), then
+//! processors (which may use them), then exporters' sending loops, then each pipeline's
+//! task, and last the receivers are started, so nothing listens before everything
+//! downstream is ready. Shutdown runs the other way: receivers stop accepting, pipelines
+//! drain and flush, exporters empty their queues, all within one deadline.
+
+use crate::component::{ComponentId, Kind, Signal};
+use crate::config::Config;
+use crate::exporters::sending::{self, ExporterHandle};
+use crate::pipeline::controls::Controls;
+use crate::pipeline::{Batch, Consumer, PipelineRunner};
+use crate::receivers::alerts::AlertSink;
+use crate::receivers::{Outputs, Receiver};
+use crate::registry::{BuildContext, BuildError};
+use crate::service::health::{State, Telemetry};
+use crate::state::StateDir;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a receiver waits for room in a full pipeline before refusing.
+pub const DEFAULT_PUSHBACK_WAIT: Duration = Duration::from_millis(500);
+
+pub struct Topology {
+    receivers: Vec<(ComponentId, JoinHandle<()>)>,
+    pipelines: Vec<JoinHandle<()>>,
+    exporters: Vec<(ComponentId, JoinHandle<()>)>,
+    stop_receiving: CancellationToken,
+    hard_stop: CancellationToken,
+    pub telemetry: Arc<Telemetry>,
+    pub controls: Controls,
+}
+
+/// What shutdown achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Everything accepted was handed to exporters and they finished.
+    pub drained: bool,
+}
+
+impl Topology {
+    pub async fn start(cfg: &Config, telemetry: Arc<Telemetry>) -> Result<Topology, BuildError> {
+        let stop_receiving = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let controls = Controls::default();
+        let service_id = ComponentId::parse("service").expect("static id is valid");
+        let service_health = telemetry.component(
+            Kind::Receiver,
+            &ComponentId::parse("alerts.internal").expect("valid"),
+            false,
+        );
+        let lost = service_health.counter(
+            "alerts_unrouted",
+            "Alerts raised while no alerts receiver could take them (logged instead).",
+            &[],
+        );
+        service_health.set_state(State::Ok);
+        let has_alerts_receiver = cfg.receivers.keys().any(|id| id.type_name() == "alerts");
+        let (alert_sink, alert_rx) = AlertSink::new(4096, lost);
+        let alert_queue = Arc::new(Mutex::new(Some(alert_rx)));
+        if !has_alerts_receiver {
+            // Nobody routes alerts: log each one so none is lost silently.
+            let mut rx = alert_queue.lock().ok().and_then(|mut g| g.take());
+            tokio::spawn(async move {
+                if let Some(rx) = rx.as_mut() {
+                    while let Some(a) = rx.recv().await {
+                        tracing::warn!(alert = %a.name, severity = ?a.severity, state = ?a.state, summary = %a.summary, "alert raised (no alerts receiver configured)");
+                    }
+                }
+            });
+        }
+
+        let ctx = |kind: Kind, id: &ComponentId, critical: bool| BuildContext {
+            id: id.clone(),
+            health: telemetry.component(kind, id, critical),
+            telemetry: telemetry.clone(),
+            state: StateDir::new(&cfg.service.data_dir, kind.as_str(), id.as_str()),
+            controls: controls.clone(),
+            alerts: alert_sink.clone(),
+            alert_queue: alert_queue.clone(),
+            shutdown: stop_receiving.clone(),
+        };
+
+        // 1. Receivers (built, not started).
+        let mut receivers: BTreeMap<ComponentId, Box<dyn Receiver>> = BTreeMap::new();
+        for (id, rc) in &cfg.receivers {
+            if !cfg.pipelines.iter().any(|p| p.receivers.contains(id)) {
+                continue;
+            }
+            receivers.insert(id.clone(), rc.build(&ctx(Kind::Receiver, id, true))?);
+        }
+
+        // 2. Exporters' sending loops.
+        let mut exporter_handles: BTreeMap<ComponentId, ExporterHandle> = BTreeMap::new();
+        let mut exporters = Vec::new();
+        for (id, ec) in &cfg.exporters {
+            if !cfg.pipelines.iter().any(|p| p.exporters.contains(id)) {
+                continue;
+            }
+            let c = ctx(Kind::Exporter, id, ec.critical());
+            let exporter = ec.build(&c)?;
+            let (handle, task) =
+                sending::spawn(exporter, &ec.sending(), c.health.clone(), hard_stop.clone());
+            exporter_handles.insert(id.clone(), handle);
+            exporters.push((id.clone(), task));
+        }
+
+        // 3. Pipelines, each with its own processor instances.
+        let mut inputs: BTreeMap<ComponentId, Vec<(Signal, mpsc::Sender<Batch>)>> = BTreeMap::new();
+        let mut pipelines = Vec::new();
+        for p in &cfg.pipelines {
+            let mut processors = Vec::new();
+            for pid in &p.processors {
+                let pc = &cfg.processors[pid];
+                processors.push(pc.build(p.id.signal, &ctx(Kind::Processor, pid, true))?);
+                telemetry
+                    .component(Kind::Processor, pid, true)
+                    .set_state(State::Ok);
+            }
+            let (tx, rx) = mpsc::channel(p.capacity);
+            for r in &p.receivers {
+                inputs
+                    .entry(r.clone())
+                    .or_default()
+                    .push((p.id.signal, tx.clone()));
+            }
+            drop(tx);
+            let runner = PipelineRunner {
+                id: p.id.clone(),
+                rx,
+                processors,
+                exporters: p
+                    .exporters
+                    .iter()
+                    .map(|e| exporter_handles[e].clone())
+                    .collect(),
+            };
+            pipelines.push(tokio::spawn(runner.run()));
+        }
+        drop(exporter_handles);
+        drop(alert_sink);
+
+        // 4. Receivers start last.
+        let mut running = Vec::new();
+        for (id, receiver) in receivers {
+            let health = telemetry.component(Kind::Receiver, &id, true);
+            let mut outputs = Outputs::default();
+            let mut by_signal: BTreeMap<Signal, Vec<mpsc::Sender<Batch>>> = BTreeMap::new();
+            for (s, tx) in inputs.remove(&id).unwrap_or_default() {
+                by_signal.entry(s).or_default().push(tx);
+            }
+            for (s, txs) in by_signal {
+                let accepted = health.counter(
+                    "accepted_items",
+                    "Items the receiver accepted into its pipelines.",
+                    &[("signal", s.as_str())],
+                );
+                let refused = health.counter(
+                    "refused_items",
+                    "Items the receiver refused because its pipelines were full or closing (the client was told to retry).",
+                    &[("signal", s.as_str())],
+                );
+                outputs.set(Consumer::new(
+                    s,
+                    txs,
+                    DEFAULT_PUSHBACK_WAIT,
+                    accepted,
+                    refused,
+                ));
+            }
+            let run = match receiver.start(outputs, stop_receiving.clone()).await {
+                Ok(run) => run,
+                Err(e) => {
+                    health.report_error(State::Failed, e.message.clone());
+                    // Take down what already started before reporting the failure.
+                    stop_receiving.cancel();
+                    hard_stop.cancel();
+                    return Err(e);
+                }
+            };
+            health.set_state(State::Ok);
+            let h = health.clone();
+            running.push((
+                id,
+                tokio::spawn(async move {
+                    run.await;
+                    h.set_state(State::Stopped);
+                }),
+            ));
+        }
+
+        Ok(Topology {
+            receivers: running,
+            pipelines,
+            exporters,
+            stop_receiving,
+            hard_stop,
+            telemetry,
+            controls,
+        })
+    }
+
+    /// Stops receiving, drains pipelines and exporter queues, and waits at most `deadline`.
+    pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
+        let until = tokio::time::Instant::now() + deadline;
+        self.stop_receiving.cancel();
+        let drain = async {
+            for (id, r) in self.receivers {
+                if let Err(e) = r.await {
+                    tracing::error!(receiver = %id, error = %e, "receiver task failed");
+                }
+            }
+            tracing::info!("receivers stopped; draining pipelines");
+            for p in self.pipelines {
+                let _ = p.await;
+            }
+            tracing::info!("pipelines drained; flushing exporters");
+        };
+        let drained = tokio::time::timeout_at(until, drain).await.is_ok();
+        if !drained {
+            tracing::error!(
+                ?deadline,
+                "shutdown deadline reached before everything drained"
+            );
+        }
+        // Exporters: wait for their queues, or cut them off at the deadline (what is cut
+        // off is counted as dropped).
+        let mut exporters = self.exporters;
+        let wait_exporters = async {
+            for (_, t) in exporters.iter_mut() {
+                let _ = t.await;
+            }
+        };
+        let exporters_done = tokio::time::timeout_at(until, wait_exporters).await.is_ok();
+        if !exporters_done {
+            self.hard_stop.cancel();
+            for (id, t) in exporters {
+                if tokio::time::timeout(Duration::from_secs(2), t)
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(exporter = %id, "exporter did not stop after the deadline");
+                }
+            }
+        }
+        ShutdownReport {
+            drained: drained && exporters_done,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! OTLP/gRPC front-end. Requests are taken as raw bytes (a codec that does not decode)
+//! and validated by the wire scanner, so the hot path allocates one buffer per request.
+
+use super::{Intake, Rejection};
+use crate::component::Signal;
+use crate::pipeline::Refused;
+use crate::receivers::Running;
+use crate::service::health::{ComponentHealth, State};
+use bytes::{Buf, Bytes};
+use futures_util::future::BoxFuture;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::ExportTraceServiceResponse,
+};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio_util::sync::CancellationToken;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Code, Status};
+
+/// Takes requests as bytes and encodes responses with prost.
+pub(crate) struct RawRequestCodec<R>(PhantomData<R>);
+
+impl<R> Default for RawRequestCodec<R> {
+    fn default() -> Self {
+        RawRequestCodec(PhantomData)
+    }
+}
+
+pub(crate) struct ProstResponseEncoder<R>(PhantomData<R>);
+pub(crate) struct BytesDecoder;
+
+impl<R: prost::Message> Encoder for ProstResponseEncoder<R> {
+    type Item = R;
+    type Error = Status;
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response failed: {e}")))
+    }
+}
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl<R: prost::Message + Send + 'static> Codec for RawRequestCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = ProstResponseEncoder<R>;
+    type Decoder = BytesDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstResponseEncoder(PhantomData)
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+/// One OTLP service (`TraceService`, `MetricsService` or `LogsService`).
+trait OtlpService: Send + Sync + 'static {
+    const NAME: &'static str;
+    const SIGNAL: Signal;
+    type Response: prost::Message + Default + Send + 'static;
+}
+
+struct Traces;
+struct Metrics;
+struct Logs;
+
+impl OtlpService for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+    type Response = ExportTraceServiceResponse;
+}
+impl OtlpService for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+    type Response = ExportMetricsServiceResponse;
+}
+impl OtlpService for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+    type Response = ExportLogsServiceResponse;
+}
+
+struct GrpcService<S> {
+    intake: Arc<Intake>,
+    _s: PhantomData<S>,
+}
+
+impl<S> Clone for GrpcService<S> {
+    fn clone(&self) -> Self {
+        GrpcService {
+            intake: self.intake.clone(),
+            _s: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpService> NamedService for GrpcService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+struct Export<S> {
+    intake: Arc<Intake>,
+    _s: PhantomData<S>,
+}
+
+impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
+    type Response = S::Response;
+    type Future = BoxFuture<'static, Result<tonic::Response<S::Response>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let intake = self.intake.clone();
+        Box::pin(async move {
+            let auth = request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes().to_vec());
+            let result = if !intake.authorized(auth.as_deref()) {
+                Err(Rejection::Unauthenticated)
+            } else {
+                intake.accept_encoded(S::SIGNAL, request.into_inner()).await
+            };
+            match result {
+                Ok(()) => Ok(tonic::Response::new(S::Response::default())),
+                Err(r) => {
+                    intake.count(&r);
+                    Err(status_for(r))
+                }
+            }
+        })
+    }
+}
+
+fn status_for(r: Rejection) -> Status {
+    match r {
+        Rejection::Invalid(m) => Status::invalid_argument(m),
+        Rejection::TooLarge(m) => Status::resource_exhausted(m),
+        Rejection::Unauthenticated => Status::unauthenticated("missing or wrong bearer token"),
+        Rejection::NotConfigured(s) => {
+            Status::unimplemented(format!("this receiver feeds no {s} pipeline"))
+        }
+        Rejection::Refused(Refused::Full) => {
+            Status::unavailable("the pipeline is full; retry with backoff")
+        }
+        Rejection::Refused(Refused::ShuttingDown) => {
+            Status::unavailable("the collector is shutting down; retry elsewhere or later")
+        }
+    }
+}
+
+impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcService<S> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let intake = self.intake.clone();
+        Box::pin(async move {
+            if req.uri().path() != format!("/{}/Export", S::NAME) {
+                return Ok(
+                    Status::unimplemented(format!("unknown method {}", req.uri().path()))
+                        .into_http(),
+                );
+            }
+            let limit = intake.max_request_size;
+            let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<S::Response>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit);
+            let handler = Export::<S> {
+                intake: intake.clone(),
+                _s: PhantomData,
+            };
+            let resp = grpc.unary(handler, req).await;
+            Ok(rewrite_too_large(resp, limit, &intake))
+        })
+    }
+}
+
+/// tonic reports an oversized message as `OUT_OF_RANGE`; OTLP clients expect
+/// `RESOURCE_EXHAUSTED` with the limit spelled out.
+fn rewrite_too_large(
+    resp: http::Response<tonic::body::Body>,
+    limit: usize,
+    intake: &Intake,
+) -> http::Response<tonic::body::Body> {
+    let is_out_of_range = resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());
+    if !is_out_of_range {
+        return resp;
+    }
+    let r = Rejection::TooLarge(format!(
+        "request is larger than max_request_size ({limit} bytes after decompression)"
+    ));
+    intake.count(&r);
+    status_for(r).into_http()
+}
+
+pub(super) fn serve(
+    listener: tokio::net::TcpListener,
+    intake: Arc<Intake>,
+    shutdown: CancellationToken,
+    health: Arc<ComponentHealth>,
+) -> Running {
+    let mut routes = tonic::service::Routes::builder();
+    routes
+        .add_service(GrpcService::<Traces> {
+            intake: intake.clone(),
+            _s: PhantomData,
+        })
+        .add_service(GrpcService::<Metrics> {
+            intake: intake.clone(),
+            _s: PhantomData,
+        })
+        .add_service(GrpcService::<Logs> {
+            intake,
+            _s: PhantomData,
+        });
+    let routes = routes.routes();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    Box::pin(async move {
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_adaptive_window(Some(true))
+            .initial_connection_window_size(Some(4 * 1024 * 1024))
+            .initial_stream_window_size(Some(1024 * 1024))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            health.report_error(State::Failed, format!("OTLP/gRPC server stopped: {e}"));
+            tracing::error!(error = %e, "OTLP/gRPC server stopped");
+        }
+    })
+}

@@ -1,0 +1,258 @@
+//! `otlp`: OTLP over gRPC (traces, metrics and logs services; gzip and zstd) and over
+//! HTTP (`/v1/traces|metrics|logs`, protobuf or JSON bodies, gzip).
+//!
+//! Protobuf requests are validated by the wire scanner and passed on still encoded;
+//! JSON requests are decoded. A full pipeline is answered with a retryable status
+//! (gRPC `UNAVAILABLE`, HTTP 503 + `Retry-After`) so SDKs retry rather than lose data.
+
+mod grpc;
+mod http;
+
+use crate::component::{ComponentId, Kind, Signal};
+use crate::config::{component_config, quote_key, ConfigError, HumanDuration, HumanSize, Source};
+use crate::pipeline::{Batch, Payload, Refused};
+use crate::receivers::{Outputs, Receiver, Running};
+use crate::registry::{BuildContext, BuildError, ReceiverConfig};
+use crate::service::health::ComponentHealth;
+use futures_util::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiverConfig {
+    /// gRPC listen address, or "off".
+    pub grpc: String,
+    /// HTTP listen address, or "off".
+    pub http: String,
+    /// Largest request accepted, after decompression.
+    pub max_request_size: HumanSize,
+    /// How long a request waits for room in a full pipeline before it is refused.
+    pub pushback_wait: HumanDuration,
+    /// If set, clients must send `Authorization: Bearer <token>`. Take it from the
+    /// environment: `auth_token = "${OTLP_TOKEN}"`.
+    pub auth_token: Option<String>,
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        OtlpReceiverConfig {
+            grpc: "127.0.0.1:4317".into(),
+            http: "127.0.0.1:4318".into(),
+            max_request_size: HumanSize::mib(4),
+            pushback_wait: HumanDuration::from_millis(500),
+            auth_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Checked {
+    grpc: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    max_request_size: usize,
+    pushback_wait: Duration,
+    auth_token: Option<Arc<str>>,
+}
+
+pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, ConfigError> {
+    let c: OtlpReceiverConfig = component_config(src, Kind::Receiver, id)?;
+    let path = format!("receivers.{}", quote_key(id.as_str()));
+    let addr = |key: &str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        if v.is_empty() || v == "off" {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|e| {
+            src.error_at(
+                None,
+                &format!("{path}.{key}"),
+                format!("invalid listen address {v:?}: {e} (write HOST:PORT, e.g. \"127.0.0.1:4317\", or \"off\")"),
+            )
+        })
+    };
+    let checked = Checked {
+        grpc: addr("grpc", &c.grpc)?,
+        http: addr("http", &c.http)?,
+        max_request_size: c.max_request_size.bytes(),
+        pushback_wait: c.pushback_wait.get(),
+        auth_token: c.auth_token.filter(|t| !t.is_empty()).map(Arc::from),
+    };
+    if checked.grpc.is_none() && checked.http.is_none() {
+        return Err(src.error_at(
+            None,
+            &path,
+            "both grpc and http are off: enable at least one".into(),
+        ));
+    }
+    if checked.max_request_size < 1024 {
+        return Err(src.error_at(
+            None,
+            &format!("{path}.max_request_size"),
+            "max_request_size must be at least 1KiB".into(),
+        ));
+    }
+    Ok(Arc::new(checked))
+}
+
+impl ReceiverConfig for Checked {
+    fn signals(&self) -> Vec<Signal> {
+        Signal::ALL.to_vec()
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
+        Ok(Box::new(OtlpReceiver {
+            cfg: self.clone(),
+            id: ctx.id.clone(),
+            health: ctx.health.clone(),
+        }))
+    }
+}
+
+struct OtlpReceiver {
+    cfg: Checked,
+    id: ComponentId,
+    health: Arc<ComponentHealth>,
+}
+
+/// What both protocol front-ends share: where data goes and how it is counted.
+pub(crate) struct Intake {
+    outputs: Outputs,
+    max_request_size: usize,
+    auth_token: Option<Arc<str>>,
+    /// Requests refused before reaching a pipeline, by reason.
+    bad_requests: Counter,
+    unauthorized: Counter,
+    too_large: Counter,
+}
+
+/// Why a request was not taken, mapped to a status by each protocol.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    Invalid(String),
+    TooLarge(String),
+    Unauthenticated,
+    NotConfigured(Signal),
+    Refused(Refused),
+}
+
+impl Intake {
+    pub(crate) fn authorized(&self, header: Option<&[u8]>) -> bool {
+        let Some(token) = &self.auth_token else {
+            return true;
+        };
+        let expected = format!("Bearer {token}");
+        let got = header.unwrap_or_default();
+        // Compare in constant time so the token cannot be guessed byte by byte.
+        got.len() == expected.len()
+            && got
+                .iter()
+                .zip(expected.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    pub(crate) fn count(&self, r: &Rejection) {
+        match r {
+            Rejection::Invalid(_) | Rejection::NotConfigured(_) => {
+                self.bad_requests.inc();
+            }
+            Rejection::TooLarge(_) => {
+                self.too_large.inc();
+            }
+            Rejection::Unauthenticated => {
+                self.unauthorized.inc();
+            }
+            Rejection::Refused(_) => {}
+        };
+    }
+
+    /// Validates encoded protobuf and hands it to the pipelines.
+    pub(crate) async fn accept_encoded(
+        &self,
+        signal: Signal,
+        body: bytes::Bytes,
+    ) -> Result<(), Rejection> {
+        let consumer = self
+            .outputs
+            .get(signal)
+            .ok_or(Rejection::NotConfigured(signal))?;
+        let payload =
+            Payload::from_encoded(signal, body).map_err(|e| Rejection::Invalid(e.to_string()))?;
+        consumer
+            .consume(Batch::new(payload))
+            .await
+            .map_err(Rejection::Refused)
+    }
+
+    pub(crate) async fn accept_decoded(&self, payload: Payload) -> Result<(), Rejection> {
+        let signal = payload.signal();
+        let consumer = self
+            .outputs
+            .get(signal)
+            .ok_or(Rejection::NotConfigured(signal))?;
+        consumer
+            .consume(Batch::new(payload))
+            .await
+            .map_err(Rejection::Refused)
+    }
+}
+
+impl Receiver for OtlpReceiver {
+    fn start(
+        self: Box<Self>,
+        outputs: Outputs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Running, BuildError>> {
+        Box::pin(async move {
+            let OtlpReceiver { cfg, id, health } = *self;
+            let mut outputs = outputs;
+            for s in Signal::ALL {
+                if let Some(c) = outputs.get(s).cloned() {
+                    outputs.set(c.with_wait(cfg.pushback_wait));
+                }
+            }
+            let intake = Arc::new(Intake {
+                outputs,
+                max_request_size: cfg.max_request_size,
+                auth_token: cfg.auth_token.clone(),
+                bad_requests: health.counter("bad_requests", "Requests rejected as malformed (bad protobuf or JSON, wrong content type, bad compression)", &[]),
+                unauthorized: health.counter("unauthorized_requests", "Requests rejected for a missing or wrong bearer token", &[]),
+                too_large: health.counter("too_large_requests", "Requests rejected for exceeding max_request_size", &[]),
+            });
+            let mut servers: Vec<Running> = Vec::new();
+            if let Some(addr) = cfg.grpc {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    BuildError::new(&id, format!("cannot listen for OTLP/gRPC on {addr}: {e}"))
+                })?;
+                tracing::info!(receiver = %id, %addr, "OTLP/gRPC listening");
+                servers.push(grpc::serve(
+                    listener,
+                    intake.clone(),
+                    shutdown.clone(),
+                    health.clone(),
+                ));
+            }
+            if let Some(addr) = cfg.http {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    BuildError::new(&id, format!("cannot listen for OTLP/HTTP on {addr}: {e}"))
+                })?;
+                tracing::info!(receiver = %id, %addr, "OTLP/HTTP listening");
+                servers.push(http::serve(
+                    listener,
+                    intake.clone(),
+                    shutdown.clone(),
+                    health.clone(),
+                ));
+            }
+            drop(intake);
+            let run: Running = Box::pin(async move {
+                futures_util::future::join_all(servers).await;
+            });
+            Ok(run)
+        })
+    }
+}

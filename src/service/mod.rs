@@ -1,0 +1,7 @@
+//! The running service: health and self-telemetry, the HTTP endpoints, start-up and shutdown.
+
+pub mod health;
+pub mod http;
+pub mod run;
+
+pub use health::{ComponentHealth, Overall, State, Telemetry};
