@@ -119,17 +119,17 @@ impl Counters {
         let mk = |s: Signal| SignalCounters {
             sent: health.counter(
                 "sent_items",
-                "Items delivered by the exporter.",
+                "Items delivered by the exporter",
                 &[("signal", s.as_str())],
             ),
             failed: health.counter(
                 "send_failed_items",
-                "Items the exporter gave up on after a permanent error or exhausted retries.",
+                "Items the exporter gave up on after a permanent error or exhausted retries",
                 &[("signal", s.as_str())],
             ),
             dropped: health.counter(
                 "dropped_items",
-                "Items abandoned in the exporter's queue at the shutdown deadline.",
+                "Items abandoned in the exporter's queue at the shutdown deadline",
                 &[("signal", s.as_str())],
             ),
         };
@@ -139,7 +139,7 @@ impl Counters {
             by_signal: [mk(Signal::Traces), mk(Signal::Metrics), mk(Signal::Logs)],
             retries: health.counter(
                 "retries",
-                "Export requests that failed and were retried.",
+                "Export requests that failed and were retried",
                 &[],
             ),
             queue_size: health.gauge("queue_size", "Batches waiting in the sending queue", &[]),

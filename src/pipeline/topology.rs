@@ -48,15 +48,15 @@ impl Topology {
         let stop_receiving = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let controls = Controls::default();
-        let service_id = ComponentId::parse("service").expect("static id is valid");
+        // Alerts are counted under the `alerts` receiver, declared or not.
         let service_health = telemetry.component(
             Kind::Receiver,
-            &ComponentId::parse("alerts.internal").expect("valid"),
+            &ComponentId::parse("alerts").expect("static id is valid"),
             false,
         );
         let lost = service_health.counter(
             "alerts_unrouted",
-            "Alerts raised while no alerts receiver could take them (logged instead).",
+            "Alerts raised while no alerts receiver could take them (logged instead)",
             &[],
         );
         service_health.set_state(State::Ok);
@@ -157,12 +157,12 @@ impl Topology {
             for (s, txs) in by_signal {
                 let accepted = health.counter(
                     "accepted_items",
-                    "Items the receiver accepted into its pipelines.",
+                    "Items the receiver accepted into its pipelines",
                     &[("signal", s.as_str())],
                 );
                 let refused = health.counter(
                     "refused_items",
-                    "Items the receiver refused because its pipelines were full or closing (the client was told to retry).",
+                    "Items the receiver refused because its pipelines were full or closing (the client was told to retry)",
                     &[("signal", s.as_str())],
                 );
                 outputs.set(Consumer::new(
