@@ -1,0 +1,278 @@
+//! Shared harness for end-to-end tests: runs the real `tradewatch` binary on free
+//! loopback ports, talks to it over HTTP, and stops it with a signal.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    // Bind to port 0 and let the OS pick; the listener is dropped before use, which
+    // is racy only against other processes grabbing the same port in that instant.
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python interpreter with the OpenTelemetry SDK that `scripts/test` installs.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("TRADEWATCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "the Python test peer is missing: {} does not exist. Run scripts/test (it creates the venv), \
+         or set TRADEWATCH_PYTHON to a Python with opentelemetry-sdk and the OTLP exporters installed.",
+        p.display()
+    );
+    p
+}
+
+pub struct Collector {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub service: SocketAddr,
+    pub stderr_path: PathBuf,
+}
+
+impl Collector {
+    /// Starts `tradewatch run` on `config` (written into a fresh temp dir, which is also
+    /// the working directory) and waits until `/health` answers.
+    pub fn start(config: &str, service_port: u16) -> Collector {
+        Collector::start_with_env(config, service_port, &[])
+    }
+
+    pub fn start_with_env(config: &str, service_port: u16, env: &[(&str, &str)]) -> Collector {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut c = Collector::spawn(dir, config_path, service_port, env);
+        c.wait_healthy();
+        c
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, config_path: PathBuf, service_port: u16, env: &[(&str, &str)]) -> Collector {
+        let stderr_path = dir.path().join("tradewatch.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewatch"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .env("TRADEWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn tradewatch");
+        Collector {
+            child: Some(child),
+            dir,
+            config_path,
+            service: SocketAddr::from(([127, 0, 0, 1], service_port)),
+            stderr_path,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("tradewatch exited during start-up ({status}):\n{}", self.logs());
+            }
+            if http_get(self.service, "/health").map(|(code, _)| code == 200).unwrap_or(false) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "tradewatch did not answer /health within 30 s:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (_, body) = http_get(self.service, "/status").expect("GET /status");
+        serde_json::from_str(&body).expect("status is JSON")
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.service, "/metrics").expect("GET /metrics").1
+    }
+
+    /// The value of one self-telemetry sample, e.g. `metric(r#"tradewatch_exporter_sent_items_total{exporter="nop",signal="traces"}"#)`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics(), sample).unwrap_or_else(|| panic!("no sample {sample} in /metrics"))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("collector already stopped");
+        signal(&child, "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tradewatch did not exit within {timeout:?} of SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {} failed", child.id());
+}
+
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().split(' ').next()).and_then(|v| v.parse().ok()))
+}
+
+/// A minimal HTTP/1.0 GET, so the harness needs no client library.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Waits until `cond` holds, up to `timeout`, then asserts it.
+pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every line of a file exporter's output, parsed.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// Spans in OTLP/JSON export lines: (traceId, spanId) → span JSON, with the resource attached.
+pub fn spans_in(lines: &[serde_json::Value]) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let mut out = Vec::new();
+    for l in lines {
+        for rs in l["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    out.push((rs["resource"].clone(), s.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn logs_in(lines: &[serde_json::Value]) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let mut out = Vec::new();
+    for l in lines {
+        for rl in l["resourceLogs"].as_array().into_iter().flatten() {
+            for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+                for r in sl["logRecords"].as_array().into_iter().flatten() {
+                    out.push((rl["resource"].clone(), r.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn metrics_in(lines: &[serde_json::Value]) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let mut out = Vec::new();
+    for l in lines {
+        for rm in l["resourceMetrics"].as_array().into_iter().flatten() {
+            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                for m in sm["metrics"].as_array().into_iter().flatten() {
+                    out.push((rm["resource"].clone(), m.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// OTLP/JSON attributes (`[{key, value: {stringValue|intValue|...}}]`) as plain JSON.
+pub fn attrs(v: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for kv in v.as_array().into_iter().flatten() {
+        m.insert(kv["key"].as_str().unwrap_or_default().to_owned(), any_value(&kv["value"]));
+    }
+    m
+}
+
+pub fn any_value(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    if let Some(s) = v.get("stringValue") {
+        return s.clone();
+    }
+    if let Some(i) = v.get("intValue") {
+        return match i {
+            Value::String(s) => s.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+    }
+    if let Some(d) = v.get("doubleValue") {
+        return d.clone();
+    }
+    if let Some(b) = v.get("boolValue") {
+        return b.clone();
+    }
+    if let Some(a) = v.get("arrayValue") {
+        return Value::Array(a["values"].as_array().into_iter().flatten().map(any_value).collect());
+    }
+    if let Some(kv) = v.get("kvlistValue") {
+        return Value::Object(attrs(&kv["values"]));
+    }
+    Value::Null
+}
