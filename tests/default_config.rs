@@ -8,7 +8,11 @@ use std::time::Duration;
 
 #[test]
 fn shipped_config_starts_serves_and_exits_cleanly() {
-    let (grpc, http, service) = (common::free_port(), common::free_port(), common::free_port());
+    let (grpc, http, service) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     // The shipped file, unchanged; only its ${VAR:-default} ports are moved so parallel
     // tests cannot collide with it.
     let dir = tempfile::tempdir().unwrap();
@@ -28,15 +32,25 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
     assert!(body.contains("alive"), "{body}");
     let status = c.status();
     assert_eq!(status["status"], "HEALTHY", "{status}");
-    let ids: Vec<&str> = status["components"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     for id in ["otlp", "batch", "debug", "file"] {
         assert!(ids.contains(&id), "/status lists {id}: {ids:?}");
     }
-    assert!(c.metrics().contains("tradewatch_receiver_accepted_items_total{receiver=\"otlp\",signal=\"traces\"} 0"));
+    assert!(c.metrics().contains(
+        "tradewatch_receiver_accepted_items_total{receiver=\"otlp\",signal=\"traces\"} 0"
+    ));
 
     // Data sent to the default OTLP/HTTP port lands in out/telemetry.jsonl.
     let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"smoke"}}]},"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"smoke","kind":1,"startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let code = rt.block_on(async {
         reqwest::Client::new()
             .post(format!("http://127.0.0.1:{http}/v1/traces"))
@@ -49,7 +63,11 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
     });
     assert_eq!(code, 200);
     let out = c.path("out/telemetry.jsonl");
-    eventually(Duration::from_secs(10), "the span in out/telemetry.jsonl", || spans_in(&read_jsonl(&out)).len() == 1);
+    eventually(
+        Duration::from_secs(10),
+        "the span in out/telemetry.jsonl",
+        || spans_in(&read_jsonl(&out)).len() == 1,
+    );
     let spans = spans_in(&read_jsonl(&out));
     assert_eq!(spans[0].1["traceId"], "0102030405060708090a0b0c0d0e0f10");
 
@@ -61,7 +79,11 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
 fn every_shipped_config_validates() {
     let mut files = vec![common::repo_root().join("config.toml")];
     if let Ok(dir) = std::fs::read_dir(common::repo_root().join("pipelines")) {
-        files.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")));
+        files.extend(
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml")),
+        );
     }
     for f in files {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tradewatch"))

@@ -172,9 +172,9 @@ fn expand_line(
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(literal) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = literal;
             offset += pos + 3;
             continue;
         }

@@ -9,9 +9,11 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+type Handle = Arc<dyn Any + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct Controls {
-    handles: Arc<RwLock<HashMap<(TypeId, String), Arc<dyn Any + Send + Sync>>>>,
+    handles: Arc<RwLock<HashMap<(TypeId, String), Handle>>>,
 }
 
 impl Controls {

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 pub fn free_port() -> u16 {
     // Bind to port 0 and let the OS pick; the listener is dropped before use, which
     // is racy only against other processes grabbing the same port in that instant.
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 pub fn repo_root() -> PathBuf {
@@ -56,7 +60,12 @@ impl Collector {
         c
     }
 
-    pub fn spawn(dir: tempfile::TempDir, config_path: PathBuf, service_port: u16, env: &[(&str, &str)]) -> Collector {
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        service_port: u16,
+        env: &[(&str, &str)],
+    ) -> Collector {
         let stderr_path = dir.path().join("tradewatch.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewatch"));
@@ -92,13 +101,27 @@ impl Collector {
     pub fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("tradewatch exited during start-up ({status}):\n{}", self.logs());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "tradewatch exited during start-up ({status}):\n{}",
+                    self.logs()
+                );
             }
-            if http_get(self.service, "/health").map(|(code, _)| code == 200).unwrap_or(false) {
+            if http_get(self.service, "/health")
+                .map(|(code, _)| code == 200)
+                .unwrap_or(false)
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "tradewatch did not answer /health within 30 s:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "tradewatch did not answer /health within 30 s:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -114,7 +137,8 @@ impl Collector {
 
     /// The value of one self-telemetry sample, e.g. `metric(r#"tradewatch_exporter_sent_items_total{exporter="nop",signal="traces"}"#)`.
     pub fn metric(&self, sample: &str) -> f64 {
-        metric_value(&self.metrics(), sample).unwrap_or_else(|| panic!("no sample {sample} in /metrics"))
+        metric_value(&self.metrics(), sample)
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics"))
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
@@ -129,7 +153,10 @@ impl Collector {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("tradewatch did not exit within {timeout:?} of SIGTERM:\n{}", self.logs());
+                panic!(
+                    "tradewatch did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -160,8 +187,11 @@ pub fn signal(child: &Child, sig: &str) {
 }
 
 pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().split(' ').next()).and_then(|v| v.parse().ok()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.trim().split(' ').next())
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 /// A minimal HTTP/1.0 GET, so the harness needs no client library.
@@ -177,7 +207,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -185,7 +218,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
 pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -195,7 +231,10 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {l}", path.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {l}", path.display()))
+        })
         .collect()
 }
 
@@ -246,7 +285,10 @@ pub fn metrics_in(lines: &[serde_json::Value]) -> Vec<(serde_json::Value, serde_
 pub fn attrs(v: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     for kv in v.as_array().into_iter().flatten() {
-        m.insert(kv["key"].as_str().unwrap_or_default().to_owned(), any_value(&kv["value"]));
+        m.insert(
+            kv["key"].as_str().unwrap_or_default().to_owned(),
+            any_value(&kv["value"]),
+        );
     }
     m
 }
@@ -269,7 +311,14 @@ pub fn any_value(v: &serde_json::Value) -> serde_json::Value {
         return b.clone();
     }
     if let Some(a) = v.get("arrayValue") {
-        return Value::Array(a["values"].as_array().into_iter().flatten().map(any_value).collect());
+        return Value::Array(
+            a["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(any_value)
+                .collect(),
+        );
     }
     if let Some(kv) = v.get("kvlistValue") {
         return Value::Object(attrs(&kv["values"]));
