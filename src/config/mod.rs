@@ -157,8 +157,87 @@ impl Source {
         }
     }
 
+    /// An error about the key at `segments` (e.g. `["exporters", "otlp/jaeger", "endpoint"]`),
+    /// located at that key, or at its nearest written ancestor when the key was defaulted.
+    pub fn error_at_key(&self, segments: &[&str], message: String) -> ConfigError {
+        let key = segments
+            .iter()
+            .map(|s| quote_key(s))
+            .collect::<Vec<_>>()
+            .join(".");
+        let span = (1..=segments.len())
+            .rev()
+            .find_map(|n| self.locate(&segments[..n]));
+        let (line, column) = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
+
+    /// An error about `keys` inside the table of component `id` (or about the table itself
+    /// when `keys` is empty).
+    pub fn component_error(
+        &self,
+        kind: Kind,
+        id: &ComponentId,
+        keys: &[&str],
+        message: String,
+    ) -> ConfigError {
+        let mut segments = vec![kind.table(), id.as_str()];
+        segments.extend_from_slice(keys);
+        self.error_at_key(&segments, message)
+    }
+
+    /// The span of the key at `segments`, if it is written in the file.
+    fn locate(&self, segments: &[&str]) -> Option<Range<usize>> {
+        let root = toml::de::DeTable::parse(&self.text).ok()?;
+        let mut table = root.get_ref();
+        let mut found = None;
+        for (i, seg) in segments.iter().enumerate() {
+            let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg)?;
+            found = Some(k.span());
+            if i + 1 < segments.len() {
+                match v.get_ref() {
+                    toml::de::DeValue::Table(t) => table = t,
+                    _ => return None,
+                }
+            }
+        }
+        found
+    }
+
+    /// An error at `span` about exactly `key`.
+    pub fn error_span_key(&self, span: Range<usize>, key: String, message: String) -> ConfigError {
+        let (line, column) = self.line_col(span.start);
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
+
     fn toml_error(&self, e: toml::de::Error, path: &str) -> ConfigError {
-        self.error_at(e.span(), path, e.message().trim().to_owned())
+        let message = e.message().trim().to_owned();
+        // serde names a missing field only in the message; make it the key.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            let key = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            let span = e.span().unwrap_or(0..0);
+            return self.error_span_key(span, key, format!("{message}: add it"));
+        }
+        self.error_at(e.span(), path, message)
     }
 }
 
@@ -487,9 +566,7 @@ impl Config {
                     for r in list {
                         let key = format!("{path}.{}", kind.table());
                         if !declared(kind, table, r.get_ref()) {
-                            errors.push(src.error_at(
-                            Some(r.span()),
-                            &key,
+                            errors.push(src.error_span_key(r.span(), key.clone(),
                             format!(
                                 "pipeline {} references {} {:?}, which is not declared: add a [{}.{}] table or fix the name",
                                 id.full, kind.as_str(), r.get_ref(), kind.table(), quote_key(r.get_ref())
@@ -501,9 +578,9 @@ impl Config {
                             continue;
                         };
                         if out.contains(&cid) {
-                            errors.push(src.error_at(
-                                Some(r.span()),
-                                &key,
+                            errors.push(src.error_span_key(
+                                r.span(),
+                                key.clone(),
                                 format!("{} {:?} is listed twice", kind.as_str(), r.get_ref()),
                             ));
                             continue;
@@ -517,9 +594,7 @@ impl Config {
                         if let Some(signals) = signals {
                             if !signals.contains(&id.signal) {
                                 let took: Vec<&str> = signals.iter().map(|s| s.as_str()).collect();
-                                errors.push(src.error_at(
-                                Some(r.span()),
-                                &key,
+                                errors.push(src.error_span_key(r.span(), key.clone(),
                                 format!(
                                     "{} {:?} cannot take {} (it handles: {}), so pipeline {} cannot use it",
                                     kind.as_str(), r.get_ref(), id.signal, took.join(", "), id.full
@@ -605,7 +680,7 @@ pub fn component_config<T: DeserializeOwned>(
     let de = toml::Deserializer::parse(&src.text).map_err(|e| src.toml_error(e, ""))?;
     match seed.deserialize(de) {
         Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(src.error_at(None, &path, "component table not found".into())),
+        Ok(None) => Err(src.component_error(kind, id, &[], "component table not found".into())),
         Err(e) => Err(src.toml_error(e, &path)),
     }
 }

@@ -3,7 +3,7 @@
 use super::sending::{QueueConfig, RetryConfig, SendingSettings};
 use super::{ExportError, Exporter};
 use crate::component::{ComponentId, Kind, Signal};
-use crate::config::{component_config, quote_key, ConfigError, Source};
+use crate::config::{component_config, ConfigError, Source};
 use crate::pipeline::data::Decoded;
 use crate::pipeline::Payload;
 use crate::registry::{BuildContext, BuildError, ExporterConfig};
@@ -25,8 +25,12 @@ pub struct FileConfig {
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
     let c: FileConfig = component_config(src, Kind::Exporter, id)?;
     if c.path.as_os_str().is_empty() {
-        let key = format!("exporters.{}.path", quote_key(id.as_str()));
-        return Err(src.error_at(None, &key, "path must not be empty".into()));
+        return Err(src.component_error(
+            Kind::Exporter,
+            id,
+            &["path"],
+            "path must not be empty".into(),
+        ));
     }
     Ok(Arc::new(c))
 }

@@ -11,7 +11,7 @@ mod http;
 use super::sending::{QueueConfig, RetryConfig, SendingSettings};
 use super::{ExportError, Exporter};
 use crate::component::{ComponentId, Kind, Signal};
-use crate::config::{component_config, quote_key, ConfigError, HumanDuration, Source};
+use crate::config::{component_config, ConfigError, HumanDuration, Source};
 use crate::pipeline::Payload;
 use crate::registry::{BuildContext, BuildError, ExporterConfig};
 use futures_util::future::BoxFuture;
@@ -63,18 +63,19 @@ fn default_timeout() -> HumanDuration {
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
     let c: OtlpExporterConfig = component_config(src, Kind::Exporter, id)?;
-    let path = format!("exporters.{}", quote_key(id.as_str()));
     let uri: ::http::Uri = c.endpoint.parse().map_err(|e| {
-        src.error_at(
-            None,
-            &format!("{path}.endpoint"),
+        src.component_error(
+            Kind::Exporter,
+            id,
+            &["endpoint"],
             format!("invalid endpoint {:?}: {e}", c.endpoint),
         )
     })?;
     if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-        return Err(src.error_at(
-            None,
-            &format!("{path}.endpoint"),
+        return Err(src.component_error(
+            Kind::Exporter,
+            id,
+            &["endpoint"],
             format!(
                 "invalid endpoint {:?}: write it as http://HOST:PORT",
                 c.endpoint
@@ -85,15 +86,16 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, 
         if ::http::HeaderName::from_bytes(k.as_bytes()).is_err()
             || ::http::HeaderValue::from_str(v).is_err()
         {
-            return Err(src.error_at(
-                None,
-                &format!("{path}.headers"),
+            return Err(src.component_error(
+                Kind::Exporter,
+                id,
+                &["headers"],
                 format!("invalid header {k:?} (name or value)"),
             ));
         }
     }
     if let Err(m) = c.sending().validate() {
-        return Err(src.error_at(None, &path, m));
+        return Err(src.component_error(Kind::Exporter, id, &[], m));
     }
     Ok(Arc::new(c))
 }

@@ -34,18 +34,19 @@ impl Default for BatchConfig {
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ProcessorConfig>, ConfigError> {
     let c: BatchConfig = component_config(src, Kind::Processor, id)?;
-    let path = format!("processors.{}", crate::config::quote_key(id.as_str()));
     if c.send_batch_size == 0 {
-        return Err(src.error_at(
-            None,
-            &format!("{path}.send_batch_size"),
+        return Err(src.component_error(
+            Kind::Processor,
+            id,
+            &["send_batch_size"],
             "send_batch_size must be at least 1".into(),
         ));
     }
     if c.timeout.get().is_zero() {
-        return Err(src.error_at(
-            None,
-            &format!("{path}.timeout"),
+        return Err(src.component_error(
+            Kind::Processor,
+            id,
+            &["timeout"],
             "timeout must be more than 0s".into(),
         ));
     }

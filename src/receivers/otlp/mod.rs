@@ -9,7 +9,7 @@ mod grpc;
 mod http;
 
 use crate::component::{ComponentId, Kind, Signal};
-use crate::config::{component_config, quote_key, ConfigError, HumanDuration, HumanSize, Source};
+use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Source};
 use crate::pipeline::{Batch, Payload, Refused};
 use crate::receivers::{Outputs, Receiver, Running};
 use crate::registry::{BuildContext, BuildError, ReceiverConfig};
@@ -61,16 +61,12 @@ struct Checked {
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, ConfigError> {
     let c: OtlpReceiverConfig = component_config(src, Kind::Receiver, id)?;
-    let path = format!("receivers.{}", quote_key(id.as_str()));
     let addr = |key: &str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
         if v.is_empty() || v == "off" {
             return Ok(None);
         }
         v.parse().map(Some).map_err(|e| {
-            src.error_at(
-                None,
-                &format!("{path}.{key}"),
-                format!("invalid listen address {v:?}: {e} (write HOST:PORT, e.g. \"127.0.0.1:4317\", or \"off\")"),
+            src.component_error(Kind::Receiver, id, &[key], format!("invalid listen address {v:?}: {e} (write HOST:PORT, e.g. \"127.0.0.1:4317\", or \"off\")"),
             )
         })
     };
@@ -82,16 +78,18 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
         auth_token: c.auth_token.filter(|t| !t.is_empty()).map(Arc::from),
     };
     if checked.grpc.is_none() && checked.http.is_none() {
-        return Err(src.error_at(
-            None,
-            &path,
+        return Err(src.component_error(
+            Kind::Receiver,
+            id,
+            &[],
             "both grpc and http are off: enable at least one".into(),
         ));
     }
     if checked.max_request_size < 1024 {
-        return Err(src.error_at(
-            None,
-            &format!("{path}.max_request_size"),
+        return Err(src.component_error(
+            Kind::Receiver,
+            id,
+            &["max_request_size"],
             "max_request_size must be at least 1KiB".into(),
         ));
     }
