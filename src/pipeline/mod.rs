@@ -142,6 +142,7 @@ impl PipelineRunner {
             tokio::select! {
                 biased;
                 b = self.rx.recv() => match b {
+                    Some(b) if self.processors.is_empty() => export(&self.exporters, b).await,
                     Some(b) => self.push(0, vec![b]).await,
                     None => break,
                 },

@@ -168,7 +168,12 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcSe
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let intake = self.intake.clone();
         Box::pin(async move {
-            if req.uri().path() != format!("/{}/Export", S::NAME) {
+            let path = req.uri().path();
+            let is_export = path
+                .strip_prefix('/')
+                .and_then(|p| p.strip_prefix(S::NAME))
+                .is_some_and(|p| p == "/Export");
+            if !is_export {
                 return Ok(
                     Status::unimplemented(format!("unknown method {}", req.uri().path()))
                         .into_http(),
