@@ -1,0 +1,655 @@
+//! `tradewatch validate`: every broken configuration in a table is refused with
+//! `file:line:column: key: message` pointing at the mistake, nothing is started, and a
+//! valid file is accepted.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Where `validate` should point: the first line of the config containing `at`.
+/// Placeholders `{GRPC}`, `{HTTP}` and `{SERVICE}` are replaced by free ports.
+struct Case {
+    name: &'static str,
+    /// `None`: the file does not exist.
+    config: Option<String>,
+    /// Text on the offending line ("" for "no line": a missing file).
+    at: &'static str,
+    /// The full dotted key, as the `key` slot of the error line.
+    key: &'static str,
+    /// A fragment of the message.
+    message: &'static str,
+    /// A defect in src/ (reported with this test): what `validate` prints today instead of
+    /// the right line or key. The case asserts today's output *and* that the right one is
+    /// absent, so fixing src makes it fail with a reminder to delete this marker.
+    today: Option<Today>,
+}
+
+struct Today {
+    /// Text on the line printed today; "" for line 0. `None`: the line is right.
+    at: Option<&'static str>,
+    /// The key printed today. `None`: the key is right.
+    key: Option<&'static str>,
+}
+
+const OTLP_IN: &str = r#"[receivers.otlp]
+grpc = "127.0.0.1:{GRPC}"
+http = "127.0.0.1:{HTTP}"
+"#;
+
+const FILE_OUT: &str = r#"[exporters.file]
+path = "out/telemetry.jsonl"
+"#;
+
+const SERVICE: &str = r#"[service]
+http = "127.0.0.1:{SERVICE}"
+data_dir = "data"
+"#;
+
+const TRACES: &str = r#"[service.pipelines.traces]
+receivers = ["otlp"]
+exporters = ["file"]
+"#;
+
+fn cat(parts: &[&str]) -> Option<String> {
+    Some(parts.join("\n"))
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "unknown top-level key",
+            config: cat(&[OTLP_IN, FILE_OUT, "[extensions.zpages]\nendpoint = \"127.0.0.1:55679\"\n", SERVICE, TRACES]),
+            at: "[extensions.zpages]",
+            key: "extensions",
+            message: "unknown field `extensions`, expected one of `receivers`, `processors`, `exporters`, `service`",
+            today: Some(Today {
+                at: None,
+                key: Some(""),
+            }),
+        },
+        Case {
+            name: "unknown key inside a component",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpiont = \"http://127.0.0.1:14317\"\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "endpiont",
+            key: "exporters.\"otlp/jaeger\".endpiont",
+            message: "unknown field `endpiont`, expected one of `endpoint`",
+            today: None,
+        },
+        Case {
+            name: "unknown key in a component's sub-table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\".retry_on_failure]\nenabled = true\nmax_elapsed = \"5m\"\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "max_elapsed =",
+            key: "exporters.\"otlp/jaeger\".retry_on_failure.max_elapsed",
+            message: "unknown field `max_elapsed`",
+            today: Some(Today {
+                at: None,
+                key: Some("exporters.\"otlp/jaeger\".max_elapsed"),
+            }),
+        },
+        Case {
+            name: "unknown key in [service]",
+            config: cat(&[OTLP_IN, FILE_OUT, "[service]\nhtp = \"127.0.0.1:{SERVICE}\"\n", TRACES]),
+            at: "htp =",
+            key: "service.htp",
+            message: "unknown field `htp`",
+            today: Some(Today {
+                at: None,
+                key: Some("htp"),
+            }),
+        },
+        Case {
+            name: "unknown key in a pipeline",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporter = [\"file\"]\n"]),
+            at: "exporter =",
+            key: "service.pipelines.traces.exporter",
+            message: "unknown field `exporter`",
+            today: Some(Today {
+                at: None,
+                key: Some("exporter"),
+            }),
+        },
+        Case {
+            name: "unknown component type",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.kafka]\nbrokers = [\"127.0.0.1:9092\"]\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"kafka\"]\n",
+            ]),
+            at: "[exporters.kafka]",
+            key: "exporters.kafka",
+            message: "unknown exporter type \"kafka\" (known types: otlp, file, debug, nop)",
+            today: None,
+        },
+        Case {
+            name: "dangling receiver reference",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\", \"zipkin\"]\nexporters = [\"file\"]\n"]),
+            at: "\"zipkin\"",
+            key: "service.pipelines.traces.receivers",
+            message: "pipeline traces references receiver \"zipkin\", which is not declared",
+            today: None,
+        },
+        Case {
+            name: "dangling exporter reference",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"file\", \"otlp/tempo\"]\n"]),
+            at: "\"otlp/tempo\"",
+            key: "service.pipelines.traces.exporters",
+            message: "references exporter \"otlp/tempo\", which is not declared: add a [exporters.\"otlp/tempo\"] table",
+            today: None,
+        },
+        Case {
+            name: "pipeline without receivers",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, TRACES, "[service.pipelines.metrics]\nexporters = [\"file\"]\n"]),
+            at: "[service.pipelines.metrics]",
+            key: "service.pipelines.metrics.receivers",
+            message: "pipeline metrics has no receivers",
+            today: None,
+        },
+        Case {
+            name: "pipeline without exporters",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, TRACES, "[service.pipelines.\"logs/audit\"]\nreceivers = [\"otlp\"]\n"]),
+            at: "[service.pipelines.\"logs/audit\"]",
+            key: "service.pipelines.\"logs/audit\".exporters",
+            message: "pipeline logs/audit has no exporters",
+            today: None,
+        },
+        Case {
+            name: "zero pipeline capacity",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, TRACES, "capacity = 0\n"]),
+            at: "capacity = 0",
+            key: "service.pipelines.traces.capacity",
+            message: "capacity must be at least 1",
+            today: Some(Today {
+                at: Some("[service.pipelines.traces]"),
+                key: None,
+            }),
+        },
+        Case {
+            name: "bad duration",
+            config: cat(&[
+                OTLP_IN,
+                "[processors.batch]\nsend_batch_size = 512\ntimeout = \"5x\"\n",
+                FILE_OUT,
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"batch\"]\nexporters = [\"file\"]\n",
+            ]),
+            at: "timeout = \"5x\"",
+            key: "processors.batch.timeout",
+            message: "invalid duration \"5x\"",
+            today: None,
+        },
+        Case {
+            name: "bad size",
+            config: cat(&[OTLP_IN, "max_request_size = \"lots\"\n", FILE_OUT, SERVICE, TRACES]),
+            at: "max_request_size",
+            key: "receivers.otlp.max_request_size",
+            message: "invalid size \"lots\"",
+            today: None,
+        },
+        Case {
+            name: "size below the minimum",
+            config: cat(&[OTLP_IN, "max_request_size = \"512B\"\n", FILE_OUT, SERVICE, TRACES]),
+            at: "max_request_size",
+            key: "receivers.otlp.max_request_size",
+            message: "max_request_size must be at least 1KiB",
+            today: None,
+        },
+        Case {
+            name: "wrong type",
+            config: cat(&[
+                OTLP_IN,
+                "[processors.batch]\nsend_batch_size = \"big\"\n",
+                FILE_OUT,
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"batch\"]\nexporters = [\"file\"]\n",
+            ]),
+            at: "send_batch_size",
+            key: "processors.batch.send_batch_size",
+            message: "invalid type: string \"big\", expected u64",
+            today: None,
+        },
+        Case {
+            name: "bad receiver listen address",
+            config: cat(&["[receivers.otlp]\ngrpc = \"localhost\"\nhttp = \"127.0.0.1:{HTTP}\"\n", FILE_OUT, SERVICE, TRACES]),
+            at: "grpc = \"localhost\"",
+            key: "receivers.otlp.grpc",
+            message: "invalid listen address \"localhost\"",
+            today: None,
+        },
+        Case {
+            name: "bad service listen address",
+            config: cat(&[OTLP_IN, FILE_OUT, "[service]\nhttp = \"nowhere:13133\"\n", TRACES]),
+            at: "nowhere",
+            key: "service.http",
+            message: "invalid listen address \"nowhere:13133\"",
+            today: None,
+        },
+        Case {
+            name: "unset ${VAR} without a default",
+            config: cat(&[OTLP_IN, "auth_token = \"${TW_VALIDATE_TEST_UNSET}\"\n", FILE_OUT, SERVICE, TRACES]),
+            at: "auth_token",
+            key: "receivers.otlp.auth_token",
+            message: "environment variable TW_VALIDATE_TEST_UNSET is not set",
+            today: Some(Today {
+                at: None,
+                key: Some("auth_token"),
+            }),
+        },
+        Case {
+            name: "invalid pipeline name",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.spans]\nreceivers = [\"otlp\"]\nexporters = [\"file\"]\n"]),
+            at: "[service.pipelines.spans]",
+            key: "service.pipelines.spans",
+            message: "invalid pipeline name \"spans\": it must start with traces, metrics or logs",
+            today: None,
+        },
+        Case {
+            name: "bad endpoint URL",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"127.0.0.1:14317\"\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "endpoint =",
+            key: "exporters.\"otlp/jaeger\".endpoint",
+            message: "invalid endpoint \"127.0.0.1:14317\"",
+            today: None,
+        },
+        Case {
+            name: "zero sending queue",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\".sending_queue]\nqueue_size = 0\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "queue_size = 0",
+            key: "exporters.\"otlp/jaeger\".sending_queue.queue_size",
+            message: "queue_size must be at least 1",
+            today: Some(Today {
+                at: Some("[exporters.\"otlp/jaeger\"]"),
+                key: Some("exporters.\"otlp/jaeger\""),
+            }),
+        },
+        Case {
+            name: "TOML syntax error",
+            config: cat(&["[receivers.otlp]\ngrpc = \"127.0.0.1:{GRPC}\"\nhttp = \"127.0.0.1:{HTTP}\n", FILE_OUT, SERVICE, TRACES]),
+            at: "http = \"127.0.0.1:",
+            key: "receivers.otlp.http",
+            message: "invalid basic string",
+            today: Some(Today {
+                at: None,
+                key: Some("http"),
+            }),
+        },
+        Case {
+            name: "missing file",
+            config: None,
+            at: "",
+            key: "",
+            message: "cannot read the configuration file: No such file or directory",
+            today: None,
+        },
+    ]
+}
+
+struct Ports {
+    grpc: u16,
+    http: u16,
+    service: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            grpc: common::free_port(),
+            http: common::free_port(),
+            service: common::free_port(),
+        }
+    }
+
+    fn fill(&self, config: &str) -> String {
+        config
+            .replace("{GRPC}", &self.grpc.to_string())
+            .replace("{HTTP}", &self.http.to_string())
+            .replace("{SERVICE}", &self.service.to_string())
+    }
+
+    /// Nothing listens on the ports the config names: they can be bound.
+    fn assert_free(&self, what: &str) {
+        for port in [self.grpc, self.http, self.service] {
+            if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+                panic!("{what}: port {port} named in the config is taken after validate: {e}");
+            }
+        }
+    }
+}
+
+fn validate(dir: &Path, config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+        .arg("validate")
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .env_remove("TW_VALIDATE_TEST_UNSET")
+        .env_remove("RUST_LOG")
+        .env("TRADEWATCH_LOG", "info")
+        .output()
+        .expect("run tradewatch validate")
+}
+
+/// `file:line:column: key: message` lines of `stderr` for `file`, as (line, key-and-message).
+fn error_lines<'a>(stderr: &'a str, file: &str) -> Vec<(usize, &'a str)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(file)?.strip_prefix(':')?;
+            let (line, rest) = rest.split_once(':')?;
+            let (column, rest) = rest.split_once(": ")?;
+            column.parse::<usize>().ok()?;
+            Some((line.parse().ok()?, rest))
+        })
+        .collect()
+}
+
+/// Is there an error at `line` whose key slot is exactly `key` and whose message holds `message`?
+fn reported(errors: &[(usize, &str)], line: usize, key: &str, message: &str) -> bool {
+    errors.iter().any(|(l, rest)| {
+        let msg = if key.is_empty() {
+            Some(*rest)
+        } else {
+            rest.strip_prefix(key).and_then(|r| r.strip_prefix(": "))
+        };
+        *l == line && msg.is_some_and(|m| m.contains(message))
+    })
+}
+
+fn line_of(config: &str, at: &str) -> usize {
+    if at.is_empty() {
+        return 0;
+    }
+    config
+        .lines()
+        .position(|l| l.contains(at))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{at:?} is not in the config:\n{config}"))
+}
+
+/// Only the config file itself: no data dir, no exporter output, nothing else.
+fn assert_untouched(dir: &Path, config: Option<&Path>, what: &str) {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read temp dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    let expected: Vec<PathBuf> = config.into_iter().map(Path::to_path_buf).collect();
+    assert_eq!(entries, expected, "{what}: validate created files");
+}
+
+/// Runs one case; returns a description of what went wrong, if anything.
+fn check(case: &Case) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let file_name = format!(
+        "{}.toml",
+        case.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let path = dir.path().join(file_name);
+    let config = case.config.as_deref().map(|c| ports.fill(c));
+    if let Some(c) = &config {
+        std::fs::write(&path, c).expect("write config");
+    }
+    let out = validate(dir.path(), &path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shown = format!(
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nconfig:\n{}",
+        config.as_deref().unwrap_or("(none)")
+    );
+    if out.status.code() != Some(1) {
+        return Err(format!("exit status {} (want 1)\n{shown}", out.status));
+    }
+    if stdout.contains("valid") {
+        return Err(format!("stdout claims the config is valid\n{shown}"));
+    }
+    let file = path.display().to_string();
+    let errors = error_lines(&stderr, &file);
+    let text = config.as_deref().unwrap_or("");
+    let line = line_of(text, case.at);
+    match &case.today {
+        None => {
+            if !reported(&errors, line, case.key, case.message) {
+                return Err(format!(
+                    "want an error line `{file}:{line}:<column>: {}: ...{}...`\n{shown}",
+                    case.key, case.message
+                ));
+            }
+        }
+        Some(today) => {
+            let today_line = today.at.map(|at| line_of(text, at)).unwrap_or(line);
+            let today_key = today.key.unwrap_or(case.key);
+            if reported(&errors, line, case.key, case.message) {
+                return Err(format!(
+                    "the known defect is fixed (it now says line {line}, key `{}`): delete its `today` marker\n{shown}",
+                    case.key
+                ));
+            }
+            if !reported(&errors, today_line, today_key, case.message) {
+                return Err(format!(
+                    "known defect changed: want today's `{file}:{today_line}:<column>: {today_key}: ...{}...` \
+                     (the right one is line {line}, key `{}`)\n{shown}",
+                    case.message, case.key
+                ));
+            }
+        }
+    }
+    ports.assert_free(case.name);
+    assert_untouched(
+        dir.path(),
+        config.is_some().then_some(path.as_path()),
+        case.name,
+    );
+    Ok(())
+}
+
+#[test]
+fn each_broken_config_is_refused_with_file_line_and_key() {
+    let cases = cases();
+    assert!(cases.len() >= 12);
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check(c).err().map(|e| format!("--- {}: {e}", c.name)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn several_errors_in_one_file_are_all_reported_in_line_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let config = ports.fill(
+        r#"[receivers.otlp]
+grpc = "127.0.0.1:{GRPC}"
+http = "127.0.0.1:{HTTP}"
+
+[processors.batch]
+timeout = "soon"
+
+[exporters."otlp/jaeger"]
+endpoint = "http://127.0.0.1:14317"
+compresion = "gzip"
+
+[exporters.file]
+path = "out.jsonl"
+
+[service]
+http = "127.0.0.1:{SERVICE}"
+
+[service.pipelines.traces]
+receivers = ["otlp", "jaeger"]
+processors = ["batch"]
+exporters = ["file", "otlp/tempo"]
+
+[service.pipelines.events]
+receivers = ["otlp"]
+exporters = ["file"]
+"#,
+    );
+    let path = dir.path().join("several.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = validate(dir.path(), &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors = error_lines(&stderr, &path.display().to_string());
+    let want = [
+        (6, "processors.batch.timeout", "invalid duration \"soon\""),
+        (
+            10,
+            "exporters.\"otlp/jaeger\".compresion",
+            "unknown field `compresion`",
+        ),
+        (
+            19,
+            "",
+            "references receiver \"jaeger\", which is not declared",
+        ),
+        (
+            21,
+            "",
+            "references exporter \"otlp/tempo\", which is not declared",
+        ),
+        (
+            23,
+            "service.pipelines.events",
+            "invalid pipeline name \"events\"",
+        ),
+    ];
+    assert_eq!(
+        errors.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        want.iter().map(|(l, ..)| *l).collect::<Vec<_>>(),
+        "one error per mistake, in line order:\n{stderr}"
+    );
+    for (line, key, message) in want {
+        assert!(
+            reported(&errors, line, key, message),
+            "want line {line} `{key}` `{message}`:\n{stderr}"
+        );
+    }
+    ports.assert_free("several errors");
+    assert_untouched(dir.path(), Some(&path), "several errors");
+}
+
+#[test]
+fn a_valid_config_is_accepted_and_nothing_is_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let config = ports.fill(
+        r#"[receivers.otlp]
+grpc = "127.0.0.1:{GRPC}"
+http = "${TW_VALIDATE_TEST_UNSET:-127.0.0.1:{HTTP}}"
+max_request_size = "64KiB"
+auth_token = "${TW_VALIDATE_TEST_UNSET:-}"
+
+[processors.batch]
+send_batch_size = 512
+timeout = "200ms"
+
+[exporters.file]
+path = "out/telemetry.jsonl"
+
+[exporters."otlp/jaeger"]
+endpoint = "http://127.0.0.1:14317"
+protocol = "http"
+compression = "gzip"
+timeout = "3s"
+headers = { "x-api-key" = "k" }
+[exporters."otlp/jaeger".sending_queue]
+queue_size = 8
+num_consumers = 2
+
+[service]
+http = "127.0.0.1:{SERVICE}"
+data_dir = "data"
+shutdown_timeout = "5s"
+
+[service.pipelines.traces]
+receivers = ["otlp"]
+processors = ["batch"]
+exporters = ["file", "otlp/jaeger"]
+
+[service.pipelines.metrics]
+receivers = ["otlp"]
+exporters = ["file"]
+
+[service.pipelines."logs/audit"]
+receivers = ["otlp"]
+processors = ["batch"]
+exporters = ["file"]
+capacity = 8
+"#,
+    );
+    let path = dir.path().join("valid.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = validate(dir.path(), &path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {}:\n{stderr}", out.status);
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            "{}: valid (1 receivers, 1 processors, 2 exporters, 3 pipelines)",
+            path.display()
+        ),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "a clean config gives no warnings: {stderr}"
+    );
+    ports.assert_free("valid config");
+    assert_untouched(dir.path(), Some(&path), "valid config");
+}
+
+#[test]
+fn the_shipped_config_toml_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = common::repo_root().join("config.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+        .arg("validate")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path())
+        .env_remove("TRADEWATCH_OTLP_GRPC")
+        .env_remove("TRADEWATCH_OTLP_HTTP")
+        .env_remove("TRADEWATCH_SERVICE_HTTP")
+        .output()
+        .expect("run tradewatch validate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(": valid ("),
+        "config.toml: exit {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_untouched(dir.path(), None, "config.toml");
+}
