@@ -107,7 +107,7 @@ impl Source {
                         file: file.clone(),
                         line: n + 1,
                         column: col + 1,
-                        key: line_key(line),
+                        key: key_at_line(raw, n),
                         message,
                     });
                     text.push_str(line);
@@ -129,22 +129,18 @@ impl Source {
         (line, col)
     }
 
-    /// An error at `span`, keyed by `path` plus the key written on that line when the
-    /// span points inside a table rather than at the table's own header.
+    /// An error at `span`. The key is read off the file: the table header above the
+    /// span plus the key written on its line (`path` is the fallback when neither exists).
     pub fn error_at(&self, span: Option<Range<usize>>, path: &str, message: String) -> ConfigError {
         let (line, column, key) = match span {
             Some(span) => {
                 let (line, column) = self.line_col(span.start);
-                let text_line = self.text.lines().nth(line - 1).unwrap_or("");
-                let leaf = line_key(text_line);
-                let key = if leaf.is_empty() || text_line.trim_start().starts_with('[') {
-                    path.to_owned()
-                } else if path.is_empty() {
-                    leaf
-                } else {
-                    format!("{path}.{leaf}")
-                };
-                (line, column, key)
+                let key = key_at_line(&self.text, line - 1);
+                (
+                    line,
+                    column,
+                    if key.is_empty() { path.to_owned() } else { key },
+                )
             }
             None => (0, 0, path.to_owned()),
         };
@@ -312,6 +308,39 @@ fn line_key(line: &str) -> String {
     }
 }
 
+/// The path of a `[table]` or `[[array]]` header line, if `line` is one.
+fn header_path(line: &str) -> Option<String> {
+    let t = line.trim();
+    let inner = t
+        .strip_prefix("[[")
+        .and_then(|r| r.split("]]").next())
+        .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))?;
+    Some(inner.trim().to_owned())
+}
+
+/// The full dotted key of what is written on line `index` (0-based): the header above
+/// it plus the line's own key.
+fn key_at_line(text: &str, index: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(line) = lines.get(index) else {
+        return String::new();
+    };
+    if let Some(h) = header_path(line) {
+        return h;
+    }
+    let leaf = line_key(line);
+    let table = lines[..index]
+        .iter()
+        .rev()
+        .find_map(|l| header_path(l))
+        .unwrap_or_default();
+    match (table.is_empty(), leaf.is_empty()) {
+        (_, true) => table,
+        (true, false) => leaf,
+        (false, false) => format!("{table}.{leaf}"),
+    }
+}
+
 /// Quotes a component or pipeline name for a TOML path when it needs it.
 pub fn quote_key(name: &str) -> String {
     if name
@@ -371,11 +400,11 @@ struct RawPipeline {
     exporters: Vec<Spanned<String>>,
     /// Batches the pipeline's input channel holds before receivers are pushed back.
     #[serde(default = "default_pipeline_capacity")]
-    capacity: usize,
+    capacity: Spanned<usize>,
 }
 
-fn default_pipeline_capacity() -> usize {
-    64
+fn default_pipeline_capacity() -> Spanned<usize> {
+    Spanned::new(0..0, 64)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -544,17 +573,22 @@ impl Config {
             let p = pipe.get_ref();
             for (list, what) in [(&p.receivers, "receivers"), (&p.exporters, "exporters")] {
                 if list.is_empty() {
-                    errors.push(src.error_at(
-                        Some(pipe.span()),
-                        &format!("{path}.{what}"),
+                    errors.push(src.error_span_key(
+                        pipe.span(),
+                        format!("{path}.{what}"),
                         format!("pipeline {} has no {what}: list at least one", id.full),
                     ));
                 }
             }
-            if p.capacity == 0 {
-                errors.push(src.error_at(
-                    Some(pipe.span()),
-                    &format!("{path}.capacity"),
+            if *p.capacity.get_ref() == 0 {
+                let span = if p.capacity.span().is_empty() {
+                    pipe.span()
+                } else {
+                    p.capacity.span()
+                };
+                errors.push(src.error_span_key(
+                    span,
+                    format!("{path}.capacity"),
                     "capacity must be at least 1".into(),
                 ));
             }
@@ -614,7 +648,7 @@ impl Config {
                 receivers,
                 processors,
                 exporters,
-                capacity: p.capacity,
+                capacity: *p.capacity.get_ref(),
             });
         }
 

@@ -77,18 +77,28 @@ pub struct SendingSettings {
 }
 
 impl SendingSettings {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; an error names the offending key (as path segments) and why.
+    pub fn validate(&self) -> Result<(), (&'static [&'static str], String)> {
         if self.queue.queue_size == 0 {
-            return Err("sending_queue.queue_size must be at least 1".into());
+            return Err((
+                &["sending_queue", "queue_size"],
+                "queue_size must be at least 1".into(),
+            ));
         }
         if self.queue.num_consumers == 0 {
-            return Err("sending_queue.num_consumers must be at least 1".into());
+            return Err((
+                &["sending_queue", "num_consumers"],
+                "num_consumers must be at least 1".into(),
+            ));
         }
         if self.retry.initial_interval.get() > self.retry.max_interval.get() {
-            return Err("retry_on_failure.initial_interval is larger than max_interval".into());
+            return Err((
+                &["retry_on_failure", "initial_interval"],
+                "initial_interval is larger than max_interval".into(),
+            ));
         }
         if self.timeout.is_zero() {
-            return Err("timeout must be more than 0s".into());
+            return Err((&["timeout"], "timeout must be more than 0s".into()));
         }
         Ok(())
     }

@@ -94,8 +94,8 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, 
             ));
         }
     }
-    if let Err(m) = c.sending().validate() {
-        return Err(src.component_error(Kind::Exporter, id, &[], m));
+    if let Err((keys, m)) = c.sending().validate() {
+        return Err(src.component_error(Kind::Exporter, id, keys, m));
     }
     Ok(Arc::new(c))
 }

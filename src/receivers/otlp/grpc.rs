@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::{
     trace::v1::ExportTraceServiceResponse,
 };
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
@@ -109,6 +110,8 @@ impl<S: OtlpService> NamedService for GrpcService<S> {
 
 struct Export<S> {
     intake: Arc<Intake>,
+    /// Set when tonic got as far as calling the handler, which then does its own counting.
+    reached: Arc<AtomicBool>,
     _s: PhantomData<S>,
 }
 
@@ -117,18 +120,10 @@ impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
     type Future = BoxFuture<'static, Result<tonic::Response<S::Response>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        self.reached.store(true, Ordering::Relaxed);
         let intake = self.intake.clone();
         Box::pin(async move {
-            let auth = request
-                .metadata()
-                .get("authorization")
-                .map(|v| v.as_bytes().to_vec());
-            let result = if !intake.authorized(auth.as_deref()) {
-                Err(Rejection::Unauthenticated)
-            } else {
-                intake.accept_encoded(S::SIGNAL, request.into_inner()).await
-            };
-            match result {
+            match intake.accept_encoded(S::SIGNAL, request.into_inner()).await {
                 Ok(()) => Ok(tonic::Response::new(S::Response::default())),
                 Err(r) => {
                     intake.count(&r);
@@ -174,10 +169,31 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcSe
                 .and_then(|p| p.strip_prefix(S::NAME))
                 .is_some_and(|p| p == "/Export");
             if !is_export {
-                return Ok(
-                    Status::unimplemented(format!("unknown method {}", req.uri().path()))
-                        .into_http(),
-                );
+                let r = Rejection::Invalid(String::new());
+                intake.count(&r);
+                return Ok(Status::unimplemented(format!("unknown method {path}")).into_http());
+            }
+            let is_grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/grpc"));
+            if !is_grpc {
+                // The gRPC spec: a request that is not application/grpc* gets HTTP 415.
+                intake.count(&Rejection::Invalid(String::new()));
+                let mut resp = http::Response::new(tonic::body::Body::empty());
+                *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                return Ok(resp);
+            }
+            // Before the body is read and decompressed: an unauthenticated client costs nothing.
+            if !intake.authorized(
+                req.headers()
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            ) {
+                let r = Rejection::Unauthenticated;
+                intake.count(&r);
+                return Ok(status_for(r).into_http());
             }
             let limit = intake.max_request_size;
             let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<S::Response>::default())
@@ -185,33 +201,44 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcSe
                 .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit);
+            let reached = Arc::new(AtomicBool::new(false));
             let handler = Export::<S> {
                 intake: intake.clone(),
+                reached: reached.clone(),
                 _s: PhantomData,
             };
             let resp = grpc.unary(handler, req).await;
-            Ok(rewrite_too_large(resp, limit, &intake))
+            if reached.load(Ordering::Relaxed) {
+                return Ok(resp);
+            }
+            Ok(tonic_rejection(resp, limit, &intake))
         })
     }
 }
 
-/// tonic reports an oversized message as `OUT_OF_RANGE`; OTLP clients expect
-/// `RESOURCE_EXHAUSTED` with the limit spelled out.
-fn rewrite_too_large(
+/// A request tonic refused before our handler saw it (bad framing, bad compression, too
+/// large): count it, and say what was wrong in OTLP's terms — an oversized message is
+/// `RESOURCE_EXHAUSTED` naming the limit, a body that does not decompress is the
+/// client's mistake (`INVALID_ARGUMENT`), not an `INTERNAL` server error.
+fn tonic_rejection(
     resp: http::Response<tonic::body::Body>,
     limit: usize,
     intake: &Intake,
 ) -> http::Response<tonic::body::Body> {
-    let is_out_of_range = resp
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());
-    if !is_out_of_range {
+    let Some(status) = Status::from_header_map(resp.headers()) else {
         return resp;
-    }
-    let r = Rejection::TooLarge(format!(
-        "request is larger than max_request_size ({limit} bytes after decompression)"
-    ));
+    };
+    let r = match status.code() {
+        Code::Ok => return resp,
+        Code::OutOfRange | Code::ResourceExhausted => Rejection::TooLarge(format!(
+            "request is larger than max_request_size ({limit} bytes after decompression)"
+        )),
+        Code::Internal => Rejection::Invalid(format!("invalid request: {}", status.message())),
+        _ => {
+            intake.count(&Rejection::Invalid(String::new()));
+            return resp;
+        }
+    };
     intake.count(&r);
     status_for(r).into_http()
 }

@@ -9,7 +9,7 @@ use crate::receivers::Running;
 use crate::service::health::{ComponentHealth, State};
 use axum::body::Body;
 use axum::extract::State as AxState;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -122,7 +122,25 @@ fn error_for(r: Rejection, encoding: Encoding) -> HttpError {
     }
 }
 
-async fn export(signal: Signal, intake: Arc<Intake>, headers: HeaderMap, body: Body) -> Response {
+async fn export(
+    signal: Signal,
+    intake: Arc<Intake>,
+    version: Version,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut resp = respond(signal, &intake, &headers, body).await;
+    // An HTTP/1 request refused before its body was read would leave the rest of that
+    // body on the connection; close it rather than let the next request misparse.
+    let status = resp.status();
+    if version < Version::HTTP_2 && status.is_client_error() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn respond(signal: Signal, intake: &Intake, headers: &HeaderMap, body: Body) -> Response {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -135,24 +153,34 @@ async fn export(signal: Signal, intake: Arc<Intake>, headers: HeaderMap, body: B
         })
         .unwrap_or_default();
     let encoding = match media.as_str() {
-        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
-        "application/json" => Encoding::Json,
-        other => {
-            let r = Rejection::Invalid(String::new());
-            intake.count(&r);
-            return HttpError {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                grpc_code: tonic::Code::InvalidArgument,
-                message: format!(
-                    "unsupported content-type {:?}: send application/x-protobuf or application/json",
-                    if other.is_empty() { "(none)" } else { other }
-                ),
-                encoding: Encoding::Json,
-            }
-            .into_response();
-        }
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        "application/json" => Some(Encoding::Json),
+        _ => None,
     };
-    match handle(signal, &intake, &headers, body, encoding).await {
+    // Authentication first: an unauthenticated client learns nothing else.
+    if !intake.authorized(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        let r = Rejection::Unauthenticated;
+        intake.count(&r);
+        return error_for(r, encoding.unwrap_or(Encoding::Json)).into_response();
+    }
+    let Some(encoding) = encoding else {
+        intake.count(&Rejection::Invalid(String::new()));
+        return HttpError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            grpc_code: tonic::Code::InvalidArgument,
+            message: format!(
+                "unsupported content-type {:?}: send application/x-protobuf or application/json",
+                if media.is_empty() {
+                    "(none)"
+                } else {
+                    media.as_str()
+                }
+            ),
+            encoding: Encoding::Json,
+        }
+        .into_response();
+    };
+    match handle(signal, intake, headers, body, encoding).await {
         Ok(()) => {
             let body: Vec<u8> = match encoding {
                 // An empty Export*ServiceResponse: full success.
@@ -175,9 +203,6 @@ async fn handle(
     body: Body,
     encoding: Encoding,
 ) -> Result<(), Rejection> {
-    if !intake.authorized(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
-        return Err(Rejection::Unauthenticated);
-    }
     let limit = intake.max_request_size;
     let too_large = || {
         Rejection::TooLarge(format!(
@@ -271,9 +296,10 @@ pub(super) fn serve(
 ) -> Running {
     let route = |signal: Signal| {
         post(
-            move |AxState(intake): AxState<Arc<Intake>>, headers: HeaderMap, body: Body| {
-                export(signal, intake, headers, body)
-            },
+            move |AxState(intake): AxState<Arc<Intake>>,
+                  version: Version,
+                  headers: HeaderMap,
+                  body: Body| { export(signal, intake, version, headers, body) },
         )
     };
     let app = Router::new()
