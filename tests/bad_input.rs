@@ -1,7 +1,8 @@
 //! Bad input on both OTLP protocols: garbage protobuf, invalid JSON, wrong content type,
 //! broken compression, bodies over `max_request_size`, unknown methods and missing or
 //! wrong bearer tokens. Each gets the right status and message, is counted in
-//! `/metrics`, never reaches an exporter, and the process keeps serving.
+//! `/metrics`, never reaches an exporter, and the process keeps serving — including
+//! HTTP/1.1 keep-alive clients whose request was refused before its body was read.
 
 mod common;
 
@@ -169,7 +170,10 @@ fn truncated_protobuf() -> Vec<u8> {
 
 struct HttpReply {
     status: u16,
+    version: reqwest::Version,
     content_type: String,
+    /// The `Connection` header, if any.
+    connection: Option<String>,
     body: Bytes,
 }
 
@@ -191,6 +195,37 @@ impl HttpReply {
         assert_eq!(self.content_type, "application/json", "error body type");
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("error body is not JSON: {e}: {:?}", self.body))
+    }
+
+    /// The (code, message) of an error body, which must be in `encoding`.
+    fn error(&self, encoding: ErrorBody, what: &str) -> (i32, String) {
+        match encoding {
+            ErrorBody::Protobuf => {
+                let s = self.rpc_status();
+                (s.code, s.message)
+            }
+            ErrorBody::Json => {
+                let v = self.json();
+                let obj = v
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{what}: error body is not an object: {v}"));
+                assert_eq!(
+                    obj.len(),
+                    2,
+                    "{what}: error body has exactly code and message: {v}"
+                );
+                (
+                    v["code"]
+                        .as_i64()
+                        .unwrap_or_else(|| panic!("{what}: no numeric code: {v}"))
+                        as i32,
+                    v["message"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{what}: no message: {v}"))
+                        .to_owned(),
+                )
+            }
+        }
     }
 }
 
@@ -220,16 +255,23 @@ async fn post(
         .await
         .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = resp.bytes().await.expect("response body");
+    let version = resp.version();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header").to_owned())
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let connection = header("connection");
+    let body = resp
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: response body: {e:?}"));
     HttpReply {
         status,
+        version,
         content_type,
+        connection,
         body,
     }
 }
@@ -267,15 +309,41 @@ async fn grpc_raw(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> GrpcReply {
+    let body = tonic::body::Body::new(http_body_util::Full::new(Bytes::from(body)));
+    grpc_send(channel, path, headers, body).await
+}
+
+/// Like `grpc_raw`, but the request body is `first` and then never ends: a reply can only
+/// come from a server that answers without reading the body.
+async fn grpc_unfinished(
+    channel: &tonic::transport::Channel,
+    path: &str,
+    headers: &[(&str, &str)],
+    first: Vec<u8>,
+) -> GrpcReply {
+    use futures_util::StreamExt;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures_util::stream::pending());
+    let body = tonic::body::Body::new(axum::body::Body::from_stream(stream));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        grpc_send(channel, path, headers, body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("gRPC {path}: no answer within 10 s to a request still being sent"))
+}
+
+async fn grpc_send(
+    channel: &tonic::transport::Channel,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: tonic::body::Body,
+) -> GrpcReply {
     let mut req = http::Request::builder().method("POST").uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req
-        .body(tonic::body::Body::new(http_body_util::Full::new(
-            Bytes::from(body),
-        )))
-        .expect("request");
+    let req = req.body(body).expect("request");
     let resp = channel
         .clone()
         .oneshot(req)
@@ -343,14 +411,43 @@ fn start(extra: &str, env: &[(&str, &str)]) -> (Collector, u16, u16) {
     (c, g, h)
 }
 
-/// A client that opens a new connection per request. The collector closes an HTTP/1.1
-/// connection whose body it did not read (the 413 by `Content-Length`) without saying
-/// `Connection: close`, so a pooled connection can be dead on reuse (see the report).
+/// An HTTP/1.1 client that keeps connections alive and reuses them, as SDKs do. A refused
+/// request whose body the collector did not read (a 413 by `Content-Length`, a 401) must
+/// not leave a dead connection in its pool: every 4xx says `Connection: close`.
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
+        .http1_only()
         .build()
         .expect("reqwest client")
+}
+
+/// An HTTP/1.1 refusal: the status, and the connection is closed, saying so.
+fn assert_http1_refusal_closes(r: &HttpReply, what: &str) {
+    assert_eq!(r.version, reqwest::Version::HTTP_11, "{what}: HTTP version");
+    assert!(
+        (400..500).contains(&r.status),
+        "{what}: status {}",
+        r.status
+    );
+    assert_eq!(
+        r.connection.as_deref(),
+        Some("close"),
+        "{what}: a 4xx on HTTP/1.1 says `Connection: close`"
+    );
+}
+
+/// An HTTP/1.1 success keeps the connection alive.
+fn assert_http1_ok_keeps_alive(r: &HttpReply, what: &str) {
+    assert_eq!(
+        (r.status, r.version),
+        (200, reqwest::Version::HTTP_11),
+        "{what}: {:?}",
+        r.body
+    );
+    assert_eq!(
+        r.connection, None,
+        "{what}: a success does not close the connection"
+    );
 }
 
 /// How a rejected request must be counted in `/metrics`.
@@ -646,34 +743,8 @@ async fn check_http_case(client: &reqwest::Client, port: u16, c: &HttpCase) {
         c.name,
         String::from_utf8_lossy(&r.body)
     );
-    let (code, message) = match c.error_body {
-        ErrorBody::Protobuf => {
-            let s = r.rpc_status();
-            (s.code, s.message)
-        }
-        ErrorBody::Json => {
-            let v = r.json();
-            let obj = v
-                .as_object()
-                .unwrap_or_else(|| panic!("{}: error body is not an object: {v}", c.name));
-            assert_eq!(
-                obj.len(),
-                2,
-                "{}: error body has exactly code and message: {v}",
-                c.name
-            );
-            (
-                v["code"]
-                    .as_i64()
-                    .unwrap_or_else(|| panic!("{}: no numeric code: {v}", c.name))
-                    as i32,
-                v["message"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{}: no message: {v}", c.name))
-                    .to_owned(),
-            )
-        }
-    };
+    assert_http1_refusal_closes(&r, c.name);
+    let (code, message) = r.error(c.error_body, c.name);
     assert_eq!(
         code, c.code,
         "{}: google.rpc.Status code (message {message:?})",
@@ -727,22 +798,163 @@ async fn chunked_over_limit(port: u16) -> (u16, Vec<u8>) {
     (status, resp[split..].to_vec())
 }
 
+/// One HTTP/1.1 response read off a raw connection.
+struct H1Reply {
+    status: u16,
+    /// Header names in lower case.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl H1Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn rpc_status(&self) -> RpcStatus {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/x-protobuf"),
+            "error body type"
+        );
+        RpcStatus::decode(&self.body[..]).expect("error body is a google.rpc.Status")
+    }
+}
+
+/// Writes a `POST` head declaring `content_length` and then `body`, which may be shorter:
+/// the rest of the body is then never sent.
+async fn h1_send(
+    s: &mut tokio::net::TcpStream,
+    path: &str,
+    content_type: &str,
+    auth: Option<&str>,
+    content_length: usize,
+    body: &[u8],
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n"
+    );
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).await.expect("write request");
+}
+
+/// Reads exactly one response (its body by `Content-Length`) within 10 s.
+async fn h1_read(s: &mut tokio::net::TcpStream, what: &str) -> H1Reply {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.expect("read response");
+            assert!(
+                n > 0,
+                "{what}: connection closed before a response: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..end].to_vec()).expect("ASCII head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        assert!(
+            status_line.starts_with("HTTP/1.1 "),
+            "{what}: {status_line:?}"
+        );
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no status in {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no Content-Length in {head:?}"));
+        while buf.len() < end + len {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.expect("read response body");
+            assert!(n > 0, "{what}: connection closed inside the response body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(
+            buf.len(),
+            end + len,
+            "{what}: bytes after the response: {:?}",
+            String::from_utf8_lossy(&buf[end + len..])
+        );
+        H1Reply {
+            status,
+            headers,
+            body: buf[end..].to_vec(),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no response within 10 s"))
+}
+
+/// Does the server close the connection (within 5 s) without sending anything more?
+async fn h1_closed_by_server(s: &mut tokio::net::TcpStream, what: &str) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 1024];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+        Err(_) => false,
+        Ok(Ok(0)) => true,
+        Ok(Ok(n)) => panic!(
+            "{what}: unexpected bytes after the response: {:?}",
+            String::from_utf8_lossy(&chunk[..n])
+        ),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Ok(Err(e)) => panic!("{what}: reading: {e}"),
+    }
+}
+
 struct GrpcCase {
     name: &'static str,
     path: &'static str,
-    /// Headers besides `content-type: application/grpc` and `te: trailers`.
-    headers: &'static [(&'static str, &'static str)],
+    /// The `content-type` sent (`None`: no such header).
+    content_type: Option<&'static str>,
+    /// Headers besides `content-type` and `te: trailers`.
+    headers: Headers,
     body: Vec<u8>,
-    code: i32,
+    /// 200 for every gRPC answer; a plain HTTP status for a request that is not gRPC.
+    http_status: u16,
+    /// `grpc-status`; `None`: none at all (a plain HTTP answer).
+    code: Option<i32>,
+    /// `grpc-message` starts with this...
+    prefix: &'static str,
+    /// ...and holds every one of these.
     message: &'static [&'static str],
-    counted: Option<Counted>,
-    /// A defect in src/ (reported): the request should be counted as this, but is not.
-    not_counted_today: Option<Counted>,
+    counted: Counted,
+    /// A defect in src/ (reported with this test): the request should be counted as
+    /// `counted`, but is not counted at all today.
+    not_counted_today: bool,
 }
+
+const GRPC: Option<&str> = Some("application/grpc");
+
+type Headers = &'static [(&'static str, &'static str)];
 
 fn grpc_cases() -> Vec<GrpcCase> {
     use Counted::*;
-    let gz: &'static [(&'static str, &'static str)] = &[("grpc-encoding", "gzip")];
+    let gz: Headers = &[("grpc-encoding", "gzip")];
+    let zst: Headers = &[("grpc-encoding", "zstd")];
     let mut short = frame(
         false,
         &trace_request(96, "short-frame", 100).encode_to_vec(),
@@ -751,153 +963,290 @@ fn grpc_cases() -> Vec<GrpcCase> {
     let mut declared_huge = Vec::from([0u8]);
     declared_huge.extend_from_slice(&(4u32 * 1024 * 1024).to_be_bytes());
     declared_huge.extend_from_slice(&[0u8; 16]);
+    let truncated_zstd = {
+        let z = zstd::encode_all(
+            &trace_request(87, "truncated-zstd", 2000).encode_to_vec()[..],
+            3,
+        )
+        .expect("zstd");
+        z[..z.len() / 2].to_vec()
+    };
+    let zstd_bomb = {
+        let z = zstd::encode_all(
+            &trace_request(86, "zstd-bomb", LIMIT + 1024).encode_to_vec()[..],
+            3,
+        )
+        .expect("zstd");
+        assert!(z.len() < 4096, "the zstd bomb should be small: {}", z.len());
+        z
+    };
+    // Everything tonic refuses before the OTLP handler runs is the client's mistake:
+    // INVALID_ARGUMENT "invalid request: <why>", never INTERNAL; too large is
+    // RESOURCE_EXHAUSTED naming max_request_size. All of it is counted.
+    let invalid = Some(INVALID_ARGUMENT);
+    let too_large = Some(RESOURCE_EXHAUSTED);
+    let limit_msg: &'static [&'static str] = &["max_request_size", "65536 bytes"];
     vec![
         GrpcCase {
             name: "garbage protobuf to TraceService",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: frame(false, &[0xff, 0xff, 0xff, 0xff]),
-            code: INVALID_ARGUMENT,
+            http_status: 200,
+            code: invalid,
+            prefix: "",
             message: &["invalid protobuf"],
-            counted: Some(BadRequest),
-            not_counted_today: None,
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "truncated protobuf to MetricsService",
             path: METRICS_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: frame(false, &[0x0a, 0x05, 0x01]),
-            code: INVALID_ARGUMENT,
+            http_status: 200,
+            code: invalid,
+            prefix: "",
             message: &["invalid protobuf"],
-            counted: Some(BadRequest),
-            not_counted_today: None,
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "garbage protobuf to LogsService",
             path: LOGS_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: frame(false, &[0xff, 0xff, 0xff, 0xff]),
-            code: INVALID_ARGUMENT,
+            http_status: 200,
+            code: invalid,
+            prefix: "",
             message: &["invalid protobuf"],
-            counted: Some(BadRequest),
-            not_counted_today: None,
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "valid request over the limit",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: frame(
                 false,
                 &trace_request(97, "too-large", LIMIT).encode_to_vec(),
             ),
-            code: RESOURCE_EXHAUSTED,
-            message: &["max_request_size", "65536 bytes"],
-            counted: Some(TooLarge),
-            not_counted_today: None,
+            http_status: 200,
+            code: too_large,
+            prefix: "",
+            message: limit_msg,
+            counted: TooLarge,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "frame header declaring 4 MiB",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: declared_huge,
-            code: RESOURCE_EXHAUSTED,
-            message: &["max_request_size", "65536 bytes"],
-            counted: Some(TooLarge),
-            not_counted_today: None,
+            http_status: 200,
+            code: too_large,
+            prefix: "",
+            message: limit_msg,
+            counted: TooLarge,
+            not_counted_today: false,
         },
         GrpcCase {
-            // tonic answers before the OTLP handler runs. INTERNAL is what grpc-go and
-            // tonic give for a message that does not decompress.
             name: "truncated gzip message",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: gz,
             body: frame(true, &truncated_gzip()),
-            code: INTERNAL,
+            http_status: 200,
+            code: invalid,
+            prefix: "invalid request: ",
             message: &["Error decompressing"],
-            counted: None,
-            not_counted_today: Some(BadRequest),
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
-            // tonic's own limit check while inflating: right code, but its message does
-            // not name max_request_size and the OTLP counters never see it.
+            name: "truncated zstd message",
+            path: TRACE_EXPORT,
+            content_type: GRPC,
+            headers: zst,
+            body: frame(true, &truncated_zstd),
+            http_status: 200,
+            code: invalid,
+            prefix: "invalid request: ",
+            message: &["Error decompressing"],
+            counted: BadRequest,
+            not_counted_today: false,
+        },
+        GrpcCase {
+            // tonic's own limit check while inflating (RESOURCE_EXHAUSTED in its words).
             name: "gzip bomb",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: gz,
             body: frame(true, &gzip_bomb()),
-            code: RESOURCE_EXHAUSTED,
-            message: &["65536 bytes"],
-            counted: None,
-            not_counted_today: Some(TooLarge),
+            http_status: 200,
+            code: too_large,
+            prefix: "",
+            message: limit_msg,
+            counted: TooLarge,
+            not_counted_today: false,
         },
         GrpcCase {
+            name: "zstd bomb",
+            path: TRACE_EXPORT,
+            content_type: GRPC,
+            headers: zst,
+            body: frame(true, &zstd_bomb),
+            http_status: 200,
+            code: too_large,
+            prefix: "",
+            message: limit_msg,
+            counted: TooLarge,
+            not_counted_today: false,
+        },
+        GrpcCase {
+            // The gRPC spec's code for an encoding the server does not take.
             name: "unsupported grpc-encoding br",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: &[("grpc-encoding", "br")],
             body: frame(true, &[1, 2, 3]),
-            code: UNIMPLEMENTED,
+            http_status: 200,
+            code: Some(UNIMPLEMENTED),
+            prefix: "",
             message: &["br", "isn't supported"],
-            counted: None,
-            not_counted_today: Some(BadRequest),
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "compressed flag without grpc-encoding",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: frame(true, &trace_request(98, "flag", 10).encode_to_vec()),
-            code: INTERNAL,
+            http_status: 200,
+            code: invalid,
+            prefix: "invalid request: ",
             message: &["compressed-flag but no grpc-encoding"],
-            counted: None,
-            not_counted_today: Some(BadRequest),
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "frame cut short",
             path: TRACE_EXPORT,
+            content_type: GRPC,
             headers: &[],
             body: short,
-            code: INTERNAL,
+            http_status: 200,
+            code: invalid,
+            prefix: "invalid request: ",
             message: &["Unexpected EOF"],
-            counted: None,
-            not_counted_today: Some(BadRequest),
+            counted: BadRequest,
+            not_counted_today: false,
+        },
+        GrpcCase {
+            // A JSON body with a JSON content type: not gRPC at all (before, tonic read
+            // `{"re` as a frame header with flag 123 and answered INTERNAL).
+            name: "application/json to the gRPC port",
+            path: TRACE_EXPORT,
+            content_type: Some("application/json"),
+            headers: &[],
+            body: json_trace_request(89).into_bytes(),
+            http_status: 415,
+            code: None,
+            prefix: "",
+            message: &[],
+            counted: BadRequest,
+            not_counted_today: false,
+        },
+        GrpcCase {
+            name: "application/x-protobuf to the gRPC port",
+            path: LOGS_EXPORT,
+            content_type: Some("application/x-protobuf"),
+            headers: &[],
+            body: logs_request("protobuf-to-grpc").encode_to_vec(),
+            http_status: 415,
+            code: None,
+            prefix: "",
+            message: &[],
+            counted: BadRequest,
+            not_counted_today: false,
+        },
+        GrpcCase {
+            name: "no content-type to the gRPC port",
+            path: METRICS_EXPORT,
+            content_type: None,
+            headers: &[],
+            body: frame(false, &[]),
+            http_status: 415,
+            code: None,
+            prefix: "",
+            message: &[],
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
             name: "unknown method of TraceService",
             path: "/opentelemetry.proto.collector.trace.v1.TraceService/Nope",
+            content_type: GRPC,
             headers: &[],
             body: frame(
                 false,
                 &trace_request(99, "unknown-method", 10).encode_to_vec(),
             ),
-            code: UNIMPLEMENTED,
+            http_status: 200,
+            code: Some(UNIMPLEMENTED),
+            prefix: "",
             message: &["unknown method", "/Nope"],
-            counted: None,
-            not_counted_today: None,
+            counted: BadRequest,
+            not_counted_today: false,
         },
         GrpcCase {
+            // Answered by tonic's router, which never reaches the OTLP services and so
+            // counts nothing.
             name: "unknown service",
             path: "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+            content_type: GRPC,
             headers: &[],
             body: frame(false, &[]),
-            code: UNIMPLEMENTED,
+            http_status: 200,
+            code: Some(UNIMPLEMENTED),
+            prefix: "",
             message: &[],
-            counted: None,
-            not_counted_today: None,
+            counted: BadRequest,
+            not_counted_today: true,
         },
     ]
 }
 
 async fn check_grpc_case(ch: &tonic::transport::Channel, c: &GrpcCase) {
-    let r = grpc_export(ch, c.path, c.headers, c.body.clone()).await;
+    let mut headers: Vec<(&str, &str)> = vec![("te", "trailers")];
+    headers.extend(c.content_type.map(|ct| ("content-type", ct)));
+    headers.extend_from_slice(c.headers);
+    let r = grpc_raw(ch, c.path, &headers, c.body.clone()).await;
     assert_eq!(
-        r.http_status, 200,
-        "{}: gRPC errors travel in a 200 response",
-        c.name
-    );
-    assert_eq!(
-        r.code,
-        Some(c.code),
-        "{}: grpc-status (message {:?})",
+        (r.http_status, r.code),
+        (c.http_status, c.code),
+        "{}: HTTP status and grpc-status (message {:?})",
         c.name,
         r.message
+    );
+    assert_ne!(
+        r.code,
+        Some(INTERNAL),
+        "{}: a bad request is not a server error",
+        c.name
+    );
+    assert!(
+        r.message.starts_with(c.prefix),
+        "{}: grpc-message {:?} should start with {:?}",
+        c.name,
+        r.message,
+        c.prefix
     );
     for m in c.message {
         assert!(
@@ -906,6 +1255,9 @@ async fn check_grpc_case(ch: &tonic::transport::Channel, c: &GrpcCase) {
             c.name,
             r.message
         );
+    }
+    if c.code.is_none() {
+        assert!(r.message.is_empty(), "{}: {:?}", c.name, r.message);
     }
 }
 
@@ -927,11 +1279,10 @@ fn spans_written(c: &Collector) -> Vec<(String, String, String, serde_json::Valu
     out
 }
 
-fn tally(c: Option<Counted>, bad: &mut u32, too_large: &mut u32) {
+fn tally(c: Counted, bad: &mut u32, too_large: &mut u32) {
     match c {
-        Some(Counted::BadRequest) => *bad += 1,
-        Some(Counted::TooLarge) => *too_large += 1,
-        None => {}
+        Counted::BadRequest => *bad += 1,
+        Counted::TooLarge => *too_large += 1,
     }
 }
 
@@ -945,12 +1296,13 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     let (mut collector, grpc_port, http_port) = start("", &[]);
     let client = http_client();
     let (mut bad, mut too_large) = (0u32, 0u32);
+    // Of those, the ones a known defect leaves uncounted.
     let (mut bad_uncounted, mut too_large_uncounted) = (0u32, 0u32);
 
     // OTLP/HTTP.
     for case in http_cases() {
         check_http_case(&client, http_port, &case).await;
-        tally(Some(case.counted), &mut bad, &mut too_large);
+        tally(case.counted, &mut bad, &mut too_large);
     }
     let (status, body) = chunked_over_limit(http_port).await;
     assert_eq!(
@@ -975,34 +1327,10 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     for case in grpc_cases() {
         check_grpc_case(&channel, &case).await;
         tally(case.counted, &mut bad, &mut too_large);
-        tally(
-            case.not_counted_today,
-            &mut bad_uncounted,
-            &mut too_large_uncounted,
-        );
+        if case.not_counted_today {
+            tally(case.counted, &mut bad_uncounted, &mut too_large_uncounted);
+        }
     }
-    // A JSON body sent with a JSON content type to the gRPC port (HTTP/2): tonic does not
-    // look at the content type and reads `{"re` as a frame header with flag 123.
-    let r = grpc_raw(
-        &channel,
-        TRACE_EXPORT,
-        &[("content-type", "application/json"), ("te", "trailers")],
-        json_trace_request(89).into_bytes(),
-    )
-    .await;
-    assert_eq!(r.http_status, 200, "JSON to the gRPC port");
-    assert_eq!(
-        r.code,
-        Some(INTERNAL),
-        "JSON to the gRPC port: {:?}",
-        r.message
-    );
-    assert!(
-        r.message.contains("invalid compression flag: 123"),
-        "JSON to the gRPC port: {:?}",
-        r.message
-    );
-    bad_uncounted += 1;
     // HTTP/1.1 to the gRPC port is not served at all.
     let h1 = client
         .post(format!("http://127.0.0.1:{grpc_port}{TRACE_EXPORT}"))
@@ -1036,12 +1364,7 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
         json_trace_request(1),
     )
     .await;
-    assert_eq!(
-        (r.status, r.content_type.as_str()),
-        (200, "application/json"),
-        "valid JSON: {:?}",
-        r.body
-    );
+    assert_http1_ok_keeps_alive(&r, "valid JSON");
     assert_eq!(
         r.json(),
         serde_json::json!({}),
@@ -1058,7 +1381,8 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
         body,
     )
     .await;
-    assert_eq!(r.status, 200, "valid protobuf: {:?}", r.body);
+    assert_http1_ok_keeps_alive(&r, "valid protobuf");
+    assert_eq!(r.content_type, "application/x-protobuf", "valid protobuf");
     assert!(
         r.body.is_empty(),
         "valid protobuf: an empty ExportTraceServiceResponse"
@@ -1074,7 +1398,7 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
         body,
     )
     .await;
-    assert_eq!(r.status, 200, "valid gzip logs: {:?}", r.body);
+    assert_http1_ok_keeps_alive(&r, "valid gzip logs");
     let r = grpc_export(
         &channel,
         TRACE_EXPORT,
@@ -1100,6 +1424,33 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     )
     .await;
     assert_eq!(r.code, Some(OK), "valid gRPC logs: {}", r.message);
+    // `application/grpc+proto` is gRPC too.
+    let r = grpc_raw(
+        &channel,
+        TRACE_EXPORT,
+        &[
+            ("content-type", "application/grpc+proto"),
+            ("te", "trailers"),
+        ],
+        frame(false, &trace_request(5, "grpc-proto", 10).encode_to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (r.http_status, r.code),
+        (200, Some(OK)),
+        "valid gRPC as application/grpc+proto: {}",
+        r.message
+    );
+    let z =
+        zstd::encode_all(&trace_request(6, "grpc-zstd", 10).encode_to_vec()[..], 3).expect("zstd");
+    let r = grpc_export(
+        &channel,
+        TRACE_EXPORT,
+        &[("grpc-encoding", "zstd")],
+        frame(true, &z),
+    )
+    .await;
+    assert_eq!(r.code, Some(OK), "valid zstd gRPC: {}", r.message);
     drop(channel);
 
     // Every rejection counted once, by kind; only the valid items accepted.
@@ -1111,17 +1462,21 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
         &collector,
         r#"tradewatch_receiver_too_large_requests_total{receiver="otlp"}"#,
     );
-    assert_eq!(
-        bad_now,
-        f64::from(bad),
-        "bad_requests_total: {bad} counted kinds sent (and {bad_uncounted} that tonic rejects before \
-         the OTLP handler, which are not counted today: if they are now, move them to `counted`)"
+    assert!(
+        !(bad_uncounted + too_large_uncounted > 0
+            && (bad_now, large_now) == (f64::from(bad), f64::from(too_large))),
+        "the known defect is fixed: every refused request is counted now; delete the \
+         `not_counted_today` markers"
     );
     assert_eq!(
-        large_now,
-        f64::from(too_large),
-        "too_large_requests_total: {too_large} counted (and {too_large_uncounted} gRPC gzip bomb not \
-         counted today: if it is now, move it to `counted`)"
+        (bad_now, large_now),
+        (
+            f64::from(bad - bad_uncounted),
+            f64::from(too_large - too_large_uncounted)
+        ),
+        "(bad_requests_total, too_large_requests_total): every refused request counted once, \
+         including those tonic refuses before the OTLP handler; {bad_uncounted} bad and \
+         {too_large_uncounted} too large are known not to be counted today"
     );
     assert_eq!(
         metric(
@@ -1136,7 +1491,7 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
             &format!(r#"tradewatch_receiver_accepted_items_total{{receiver="otlp",signal="{s}"}}"#),
         )
     };
-    assert_eq!(accepted("traces"), 4.0, "accepted spans");
+    assert_eq!(accepted("traces"), 6.0, "accepted spans");
     assert_eq!(accepted("logs"), 2.0, "accepted log records");
     assert_eq!(accepted("metrics"), 0.0, "accepted metric points");
 
@@ -1155,6 +1510,8 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     let expect: Vec<(String, String, String)> = [
         (3, "grpc"),
         (4, "grpc-gzip"),
+        (5, "grpc-proto"),
+        (6, "grpc-zstd"),
         (2, "http-protobuf"),
         (1, "json-span"),
     ]
@@ -1204,6 +1561,16 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     );
 }
 
+/// A request refused for its missing or wrong token.
+struct Unauthenticated {
+    what: String,
+    content_type: Option<&'static str>,
+    auth: Option<&'static str>,
+    body: Vec<u8>,
+    /// The encoding of the error body.
+    error_body: ErrorBody,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_is_required_on_both_protocols_and_never_shown() {
     const TOKEN: &str = "tw-test-token-5f2c9e71d4a8b603";
@@ -1215,8 +1582,14 @@ async fn bearer_token_is_required_on_both_protocols_and_never_shown() {
     let client = http_client();
     let right = format!("Bearer {TOKEN}");
     let proto = Some("application/x-protobuf");
+    let json = Some("application/json");
     let body = |n: u8| trace_request(n, "auth", 10).encode_to_vec();
+    let oversized = trace_request(30, "auth-too-large", LIMIT).encode_to_vec();
+    let (mut unauthorized, mut bad, mut too_large) = (0u32, 0u32, 0u32);
 
+    // OTLP/HTTP. Authentication comes first: an unauthenticated client learns nothing
+    // about its content type or size. The error body is in the request's encoding when
+    // that is protobuf or JSON, JSON otherwise.
     let wrong: [(&str, Option<&str>); 4] = [
         ("no token", None),
         ("wrong token", Some("Bearer not-the-token")),
@@ -1226,55 +1599,279 @@ async fn bearer_token_is_required_on_both_protocols_and_never_shown() {
             Some("Bearer tw-test-token-5f2c9e71d4a8b6030"),
         ),
     ];
-    for (n, (what, auth)) in wrong.iter().enumerate() {
+    let mut refused: Vec<Unauthenticated> = wrong
+        .iter()
+        .enumerate()
+        .map(|(n, (what, auth))| Unauthenticated {
+            what: format!("protobuf, {what}"),
+            content_type: proto,
+            auth: *auth,
+            body: body(10 + n as u8),
+            error_body: ErrorBody::Protobuf,
+        })
+        .collect();
+    let json_logs = br#"{"resourceLogs":[]}"#.to_vec();
+    refused.extend([
+        Unauthenticated {
+            what: "JSON, no token".to_owned(),
+            content_type: json,
+            auth: None,
+            body: json_logs.clone(),
+            error_body: ErrorBody::Json,
+        },
+        Unauthenticated {
+            what: "JSON with a charset, wrong token".to_owned(),
+            content_type: Some("application/json; charset=utf-8"),
+            auth: Some("Bearer not-the-token"),
+            body: json_logs,
+            error_body: ErrorBody::Json,
+        },
+        Unauthenticated {
+            what: "application/protobuf, no token".to_owned(),
+            content_type: Some("application/protobuf"),
+            auth: None,
+            body: body(14),
+            error_body: ErrorBody::Protobuf,
+        },
+        Unauthenticated {
+            what: "text/plain, no token (401, not 415)".to_owned(),
+            content_type: Some("text/plain"),
+            auth: None,
+            body: b"hello".to_vec(),
+            error_body: ErrorBody::Json,
+        },
+        Unauthenticated {
+            what: "no content-type, no token (401, not 415)".to_owned(),
+            content_type: None,
+            auth: None,
+            body: body(15),
+            error_body: ErrorBody::Json,
+        },
+        Unauthenticated {
+            what: "garbage protobuf, no token (401, not 400)".to_owned(),
+            content_type: proto,
+            auth: None,
+            body: vec![0xff, 0xff, 0xff, 0xff],
+            error_body: ErrorBody::Protobuf,
+        },
+        Unauthenticated {
+            what: "over the limit, no token (401, not 413)".to_owned(),
+            content_type: proto,
+            auth: None,
+            body: oversized.clone(),
+            error_body: ErrorBody::Protobuf,
+        },
+        Unauthenticated {
+            what: "JSON over the limit, wrong token (401, not 413)".to_owned(),
+            content_type: json,
+            auth: Some("Bearer not-the-token"),
+            body: json_trace_request(31)
+                .replace("XNAS", &"X".repeat(LIMIT))
+                .into_bytes(),
+            error_body: ErrorBody::Json,
+        },
+    ]);
+    for u in refused {
+        let what = u.what.as_str();
         let r = post(
             &client,
             http_port,
-            "/v1/traces",
-            proto,
+            "/v1/logs",
+            u.content_type,
             None,
-            *auth,
-            body(10 + n as u8),
+            u.auth,
+            u.body,
         )
         .await;
-        assert_eq!(r.status, 401, "HTTP, {what}");
-        let s = r.rpc_status();
-        assert_eq!(s.code, UNAUTHENTICATED, "HTTP, {what}: {s:?}");
-        assert!(s.message.contains("bearer token"), "HTTP, {what}: {s:?}");
+        assert_eq!(
+            r.status,
+            401,
+            "HTTP, {what}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_http1_refusal_closes(&r, &format!("HTTP, {what}"));
+        let (code, message) = r.error(u.error_body, what);
+        assert_eq!(code, UNAUTHENTICATED, "HTTP, {what}: {message:?}");
+        assert!(
+            message.contains("bearer token"),
+            "HTTP, {what}: {message:?}"
+        );
+        unauthorized += 1;
     }
+    // Refused while the body is still on its way: nothing of it is read.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .expect("connect");
+    h1_send(
+        &mut s,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("Bearer not-the-token"),
+        16 * LIMIT,
+        &oversized[..1024],
+    )
+    .await;
+    let r = h1_read(&mut s, "HTTP, unfinished body, wrong token").await;
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (401, Some("close")),
+        "HTTP, unfinished body, wrong token: {:?}",
+        r.headers
+    );
+    assert_eq!(r.rpc_status().code, UNAUTHENTICATED);
+    assert!(
+        h1_closed_by_server(&mut s, "HTTP, unfinished body, wrong token").await,
+        "HTTP, unfinished body, wrong token: the server closes the connection"
+    );
+    unauthorized += 1;
+    // With the right token, content type and size are checked as usual.
     let r = post(
         &client,
         http_port,
-        "/v1/logs",
-        Some("application/json"),
+        "/v1/traces",
+        Some("text/plain"),
         None,
-        None,
-        r#"{"resourceLogs":[]}"#,
+        Some(&right),
+        body(16),
     )
     .await;
-    assert_eq!(r.status, 401, "HTTP JSON, no token");
-    assert_eq!(r.json()["code"], serde_json::json!(UNAUTHENTICATED));
+    assert_eq!(r.status, 415, "HTTP, right token, text/plain");
+    assert_http1_refusal_closes(&r, "HTTP, right token, text/plain");
+    bad += 1;
+    let r = post(
+        &client,
+        http_port,
+        "/v1/traces",
+        proto,
+        None,
+        Some(&right),
+        oversized.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 413, "HTTP, right token, over the limit");
+    assert_http1_refusal_closes(&r, "HTTP, right token, over the limit");
+    assert_eq!(r.rpc_status().code, RESOURCE_EXHAUSTED);
+    too_large += 1;
 
+    // OTLP/gRPC. The token is checked before the body is read or decompressed.
     let channel = grpc_channel(grpc_port).await;
-    let wrong_grpc: [(&str, &[(&str, &str)]); 2] = [
-        ("no token", &[]),
-        ("wrong token", &[("authorization", "Bearer not-the-token")]),
+    let bomb = frame(true, &gzip_bomb());
+    let mut declared_huge = Vec::from([0u8]);
+    declared_huge.extend_from_slice(&(4u32 * 1024 * 1024).to_be_bytes());
+    let wrong_grpc: [(&str, Headers, Vec<u8>); 7] = [
+        ("no token", &[], frame(false, &body(20))),
+        (
+            "wrong token",
+            &[("authorization", "Bearer not-the-token")],
+            frame(false, &body(21)),
+        ),
+        (
+            "token without Bearer",
+            &[("authorization", TOKEN)],
+            frame(false, &body(22)),
+        ),
+        (
+            "token with a suffix",
+            &[("authorization", "Bearer tw-test-token-5f2c9e71d4a8b6030")],
+            frame(false, &body(23)),
+        ),
+        (
+            "over the limit, no token (16, not 8)",
+            &[],
+            frame(false, &oversized),
+        ),
+        (
+            "gzip bomb, wrong token (16, not 8)",
+            &[
+                ("authorization", "Bearer not-the-token"),
+                ("grpc-encoding", "gzip"),
+            ],
+            bomb.clone(),
+        ),
+        (
+            "garbage, no token (16, not 3)",
+            &[],
+            frame(false, &[0xff, 0xff, 0xff, 0xff]),
+        ),
     ];
-    for (n, (what, headers)) in wrong_grpc.iter().enumerate() {
-        let r = grpc_export(
-            &channel,
-            TRACE_EXPORT,
-            headers,
-            frame(false, &body(20 + n as u8)),
-        )
-        .await;
-        assert_eq!(r.code, Some(UNAUTHENTICATED), "gRPC, {what}: {}", r.message);
+    for (what, headers, b) in wrong_grpc {
+        let r = grpc_export(&channel, TRACE_EXPORT, headers, b).await;
+        assert_eq!(
+            (r.http_status, r.code),
+            (200, Some(UNAUTHENTICATED)),
+            "gRPC, {what}: {}",
+            r.message
+        );
         assert!(
             r.message.contains("bearer token"),
             "gRPC, {what}: {}",
             r.message
         );
+        unauthorized += 1;
     }
+    // A frame header declaring 4 MiB and then nothing: answered without waiting for it.
+    let r = grpc_unfinished(
+        &channel,
+        LOGS_EXPORT,
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        declared_huge,
+    )
+    .await;
+    assert_eq!(
+        r.code,
+        Some(UNAUTHENTICATED),
+        "gRPC, unfinished body, no token: {}",
+        r.message
+    );
+    unauthorized += 1;
+    // Not gRPC at all: the gRPC spec's HTTP 415, before anything else.
+    let r = grpc_raw(
+        &channel,
+        TRACE_EXPORT,
+        &[("content-type", "application/json"), ("te", "trailers")],
+        json_trace_request(24).into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.http_status, r.code),
+        (415, None),
+        "gRPC port, JSON, no token: {}",
+        r.message
+    );
+    bad += 1;
+    // With the right token, size and content are checked as usual.
+    let auth = [("authorization", right.as_str())];
+    let r = grpc_export(&channel, TRACE_EXPORT, &auth, frame(false, &oversized)).await;
+    assert_eq!(
+        r.code,
+        Some(RESOURCE_EXHAUSTED),
+        "gRPC, right token, over the limit: {}",
+        r.message
+    );
+    too_large += 1;
+    let auth_gz = [("authorization", right.as_str()), ("grpc-encoding", "gzip")];
+    let r = grpc_export(&channel, TRACE_EXPORT, &auth_gz, bomb).await;
+    assert_eq!(
+        r.code,
+        Some(RESOURCE_EXHAUSTED),
+        "gRPC, right token, gzip bomb: {}",
+        r.message
+    );
+    too_large += 1;
+    let r = grpc_export(
+        &channel,
+        TRACE_EXPORT,
+        &auth,
+        frame(false, &[0xff, 0xff, 0xff, 0xff]),
+    )
+    .await;
+    assert_eq!(
+        r.code,
+        Some(INVALID_ARGUMENT),
+        "gRPC, right token, garbage: {}",
+        r.message
+    );
+    bad += 1;
 
     let r = post(
         &client,
@@ -1286,26 +1883,29 @@ async fn bearer_token_is_required_on_both_protocols_and_never_shown() {
         body(1),
     )
     .await;
-    assert_eq!(r.status, 200, "HTTP, right token: {:?}", r.body);
-    let auth = [("authorization", right.as_str())];
+    assert_http1_ok_keeps_alive(&r, "HTTP, right token");
     let r = grpc_export(&channel, TRACE_EXPORT, &auth, frame(false, &body(2))).await;
     assert_eq!(r.code, Some(OK), "gRPC, right token: {}", r.message);
     drop(channel);
 
-    assert_eq!(
+    let counter = |name: &str| {
         metric(
             &collector,
-            r#"tradewatch_receiver_unauthorized_requests_total{receiver="otlp"}"#
-        ),
-        7.0,
-        "every refused token counted"
-    );
+            &format!(r#"tradewatch_receiver_{name}_requests_total{{receiver="otlp"}}"#),
+        )
+    };
     assert_eq!(
-        metric(
-            &collector,
-            r#"tradewatch_receiver_bad_requests_total{receiver="otlp"}"#
+        (
+            counter("unauthorized"),
+            counter("bad"),
+            counter("too_large")
         ),
-        0.0
+        (
+            f64::from(unauthorized),
+            f64::from(bad),
+            f64::from(too_large)
+        ),
+        "(unauthorized, bad, too_large): every refusal counted once, as what was checked first"
     );
     let (code, status_body) = common::http_get(collector.service, "/status").expect("GET /status");
     assert_eq!(code, 200);
@@ -1338,4 +1938,252 @@ async fn bearer_token_is_required_on_both_protocols_and_never_shown() {
         ids_sorted, expect,
         "only the requests with the right token were delivered"
     );
+    assert!(
+        common::logs_in(&common::read_jsonl(&collector.path("out.jsonl"))).is_empty(),
+        "no log record was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_keep_alive_clients_survive_refused_requests() {
+    let (mut collector, _grpc_port, http_port) = start("", &[]);
+    let client = http_client();
+    let proto = Some("application/x-protobuf");
+    let (mut bad, mut too_large) = (0u32, 0u32);
+    let mut delivered: Vec<u8> = Vec::new();
+    let valid = |n: u8| trace_request(n, "keep-alive", 10).encode_to_vec();
+
+    // A pooled HTTP/1.1 client: after each refusal — most of them before the body was
+    // read — a valid request on the same client must find a live connection.
+    let big_json = json_trace_request(0)
+        .replace("XNAS", &"X".repeat(LIMIT))
+        .into_bytes();
+    let big_text = vec![b't'; 2 * LIMIT];
+    for round in 0..6u8 {
+        let refusals = [
+            (
+                "protobuf over the limit",
+                proto,
+                None,
+                trace_request(0, "too-large", LIMIT).encode_to_vec(),
+                413,
+            ),
+            (
+                "JSON over the limit",
+                Some("application/json"),
+                None,
+                big_json.clone(),
+                413,
+            ),
+            ("gzip bomb", proto, Some("gzip"), gzip_bomb(), 413),
+            (
+                "garbage protobuf",
+                proto,
+                None,
+                vec![0xff, 0xff, 0xff, 0xff],
+                400,
+            ),
+            (
+                "large text/plain",
+                Some("text/plain"),
+                None,
+                big_text.clone(),
+                415,
+            ),
+        ];
+        for (i, (what, ct, ce, body, status)) in refusals.into_iter().enumerate() {
+            let what = format!("round {round}, {what}");
+            let r = post(&client, http_port, "/v1/traces", ct, ce, None, body).await;
+            assert_eq!(
+                r.status,
+                status,
+                "{what}: {:?}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_http1_refusal_closes(&r, &what);
+            if status == 413 {
+                too_large += 1;
+            } else {
+                bad += 1;
+            }
+            let n = 100 + round * 10 + i as u8;
+            let r = post(
+                &client,
+                http_port,
+                "/v1/traces",
+                proto,
+                None,
+                None,
+                valid(n),
+            )
+            .await;
+            assert_http1_ok_keeps_alive(&r, &format!("valid request after {what}"));
+            delivered.push(n);
+        }
+    }
+
+    // By hand on one connection: successes keep it alive...
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .expect("connect");
+    for n in [200u8, 201] {
+        let b = valid(n);
+        h1_send(
+            &mut s,
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            b.len(),
+            &b,
+        )
+        .await;
+        let r = h1_read(&mut s, "valid request on a kept-alive connection").await;
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, None),
+            "valid request {n} on a kept-alive connection: {:?}",
+            r.headers
+        );
+        delivered.push(n);
+    }
+    // ...and a refusal with most of the body still unsent says so and closes it.
+    h1_send(
+        &mut s,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        16 * LIMIT,
+        &[0u8; 1024],
+    )
+    .await;
+    let r = h1_read(&mut s, "over the limit, body unsent").await;
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (413, Some("close")),
+        "over the limit, body unsent: {:?}",
+        r.headers
+    );
+    let st = r.rpc_status();
+    assert_eq!(st.code, RESOURCE_EXHAUSTED, "{st:?}");
+    assert!(st.message.contains("max_request_size"), "{st:?}");
+    too_large += 1;
+    assert!(
+        h1_closed_by_server(&mut s, "over the limit, body unsent").await,
+        "over the limit, body unsent: the server closes the connection"
+    );
+    // A refusal of a body read whole closes the connection too.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .expect("connect");
+    h1_send(&mut s, "/v1/metrics", "application/json", None, 2, b"{]").await;
+    let r = h1_read(&mut s, "invalid JSON, read whole").await;
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (400, Some("close")),
+        "invalid JSON, read whole: {:?}",
+        r.headers
+    );
+    bad += 1;
+    assert!(
+        h1_closed_by_server(&mut s, "invalid JSON, read whole").await,
+        "invalid JSON, read whole: the server closes the connection"
+    );
+
+    // HTTP/2 (prior knowledge) needs no `Connection` header: the stream ends, the
+    // connection goes on.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("reqwest HTTP/2 client");
+    let r = post(
+        &h2,
+        http_port,
+        "/v1/traces",
+        proto,
+        None,
+        None,
+        trace_request(0, "too-large", LIMIT).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.version, r.connection.as_deref()),
+        (413, reqwest::Version::HTTP_2, None),
+        "HTTP/2, over the limit"
+    );
+    too_large += 1;
+    let r = post(&h2, http_port, "/v1/traces", proto, None, None, valid(210)).await;
+    assert_eq!(
+        (r.status, r.version),
+        (200, reqwest::Version::HTTP_2),
+        "HTTP/2, valid request after a refusal: {:?}",
+        r.body
+    );
+    delivered.push(210);
+
+    let counter = |name: &str| {
+        metric(
+            &collector,
+            &format!(r#"tradewatch_receiver_{name}_requests_total{{receiver="otlp"}}"#),
+        )
+    };
+    assert_eq!(
+        (
+            counter("bad"),
+            counter("too_large"),
+            counter("unauthorized")
+        ),
+        (f64::from(bad), f64::from(too_large), 0.0),
+        "(bad, too_large, unauthorized)"
+    );
+    assert_eq!(
+        metric(
+            &collector,
+            r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#
+        ),
+        delivered.len() as f64,
+        "accepted spans"
+    );
+
+    // Known defect (reported with this test): a 4xx that is not the OTLP handler's — the
+    // router's 404 for an unknown path — has no `Connection: close`, although the server
+    // then closes the connection under a keep-alive client (its body was never read).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .expect("connect");
+    h1_send(
+        &mut s,
+        "/v1/profiles",
+        "application/x-protobuf",
+        None,
+        16 * LIMIT,
+        &[0u8; 1024],
+    )
+    .await;
+    let r = h1_read(&mut s, "unknown path, body unsent").await;
+    assert_eq!(r.status, 404, "unknown path: {:?}", r.headers);
+    assert!(
+        h1_closed_by_server(&mut s, "unknown path, body unsent").await,
+        "unknown path, body unsent: the server closes the connection"
+    );
+    assert_eq!(
+        r.header("connection"),
+        None,
+        "the known defect is fixed: the 404 says `Connection: close` now; assert that \
+         instead and delete this marker"
+    );
+
+    let status = collector.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "clean shutdown: {status}\n{}",
+        collector.logs()
+    );
+    let mut ids: Vec<String> = spans_written(&collector)
+        .into_iter()
+        .map(|(t, ..)| t)
+        .collect();
+    ids.sort();
+    let mut expect: Vec<String> = delivered.iter().map(|n| hex(&trace_id(*n))).collect();
+    expect.sort();
+    assert_eq!(ids, expect, "exactly the valid requests were delivered");
 }

@@ -20,17 +20,11 @@ struct Case {
     key: &'static str,
     /// A fragment of the message.
     message: &'static str,
-    /// A defect in src/ (reported with this test): what `validate` prints today instead of
-    /// the right line or key. The case asserts today's output *and* that the right one is
-    /// absent, so fixing src makes it fail with a reminder to delete this marker.
-    today: Option<Today>,
-}
-
-struct Today {
-    /// Text on the line printed today; "" for line 0. `None`: the line is right.
-    at: Option<&'static str>,
-    /// The key printed today. `None`: the key is right.
-    key: Option<&'static str>,
+    /// A defect in src/ that remains (reported with this test): the key `validate` prints
+    /// today instead of `key`, on the right line. The case asserts today's output *and*
+    /// that the right one is absent, so fixing src makes it fail with a reminder to
+    /// delete this marker.
+    key_today: Option<&'static str>,
 }
 
 const OTLP_IN: &str = r#"[receivers.otlp]
@@ -59,15 +53,30 @@ fn cat(parts: &[&str]) -> Option<String> {
 fn cases() -> Vec<Case> {
     vec![
         Case {
-            name: "unknown top-level key",
+            name: "unknown top-level table",
+            config: cat(&[OTLP_IN, FILE_OUT, "[extensions]\nzpages = \"127.0.0.1:55679\"\n", SERVICE, TRACES]),
+            at: "[extensions]",
+            key: "extensions",
+            message: "unknown field `extensions`, expected one of `receivers`, `processors`, `exporters`, `service`",
+            key_today: None,
+        },
+        Case {
+            name: "unknown top-level table written as a sub-table",
             config: cat(&[OTLP_IN, FILE_OUT, "[extensions.zpages]\nendpoint = \"127.0.0.1:55679\"\n", SERVICE, TRACES]),
             at: "[extensions.zpages]",
             key: "extensions",
             message: "unknown field `extensions`, expected one of `receivers`, `processors`, `exporters`, `service`",
-            today: Some(Today {
-                at: None,
-                key: Some(""),
-            }),
+            // The key is read off the header line whole, though the unknown key is its
+            // first segment.
+            key_today: Some("extensions.zpages"),
+        },
+        Case {
+            name: "unknown top-level key",
+            config: cat(&["extensions = 1\n", OTLP_IN, FILE_OUT, SERVICE, TRACES]),
+            at: "extensions = 1",
+            key: "extensions",
+            message: "unknown field `extensions`",
+            key_today: None,
         },
         Case {
             name: "unknown key inside a component",
@@ -80,7 +89,7 @@ fn cases() -> Vec<Case> {
             at: "endpiont",
             key: "exporters.\"otlp/jaeger\".endpiont",
             message: "unknown field `endpiont`, expected one of `endpoint`",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "unknown key in a component's sub-table",
@@ -94,10 +103,7 @@ fn cases() -> Vec<Case> {
             at: "max_elapsed =",
             key: "exporters.\"otlp/jaeger\".retry_on_failure.max_elapsed",
             message: "unknown field `max_elapsed`",
-            today: Some(Today {
-                at: None,
-                key: Some("exporters.\"otlp/jaeger\".max_elapsed"),
-            }),
+            key_today: None,
         },
         Case {
             name: "unknown key in [service]",
@@ -105,10 +111,7 @@ fn cases() -> Vec<Case> {
             at: "htp =",
             key: "service.htp",
             message: "unknown field `htp`",
-            today: Some(Today {
-                at: None,
-                key: Some("htp"),
-            }),
+            key_today: None,
         },
         Case {
             name: "unknown key in a pipeline",
@@ -116,10 +119,7 @@ fn cases() -> Vec<Case> {
             at: "exporter =",
             key: "service.pipelines.traces.exporter",
             message: "unknown field `exporter`",
-            today: Some(Today {
-                at: None,
-                key: Some("exporter"),
-            }),
+            key_today: None,
         },
         Case {
             name: "unknown component type",
@@ -132,7 +132,7 @@ fn cases() -> Vec<Case> {
             at: "[exporters.kafka]",
             key: "exporters.kafka",
             message: "unknown exporter type \"kafka\" (known types: otlp, file, debug, nop)",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "dangling receiver reference",
@@ -140,7 +140,7 @@ fn cases() -> Vec<Case> {
             at: "\"zipkin\"",
             key: "service.pipelines.traces.receivers",
             message: "pipeline traces references receiver \"zipkin\", which is not declared",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "dangling exporter reference",
@@ -148,7 +148,7 @@ fn cases() -> Vec<Case> {
             at: "\"otlp/tempo\"",
             key: "service.pipelines.traces.exporters",
             message: "references exporter \"otlp/tempo\", which is not declared: add a [exporters.\"otlp/tempo\"] table",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "pipeline without receivers",
@@ -156,7 +156,7 @@ fn cases() -> Vec<Case> {
             at: "[service.pipelines.metrics]",
             key: "service.pipelines.metrics.receivers",
             message: "pipeline metrics has no receivers",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "pipeline without exporters",
@@ -164,7 +164,7 @@ fn cases() -> Vec<Case> {
             at: "[service.pipelines.\"logs/audit\"]",
             key: "service.pipelines.\"logs/audit\".exporters",
             message: "pipeline logs/audit has no exporters",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "zero pipeline capacity",
@@ -172,10 +172,7 @@ fn cases() -> Vec<Case> {
             at: "capacity = 0",
             key: "service.pipelines.traces.capacity",
             message: "capacity must be at least 1",
-            today: Some(Today {
-                at: Some("[service.pipelines.traces]"),
-                key: None,
-            }),
+            key_today: None,
         },
         Case {
             name: "bad duration",
@@ -189,7 +186,7 @@ fn cases() -> Vec<Case> {
             at: "timeout = \"5x\"",
             key: "processors.batch.timeout",
             message: "invalid duration \"5x\"",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "bad size",
@@ -197,7 +194,7 @@ fn cases() -> Vec<Case> {
             at: "max_request_size",
             key: "receivers.otlp.max_request_size",
             message: "invalid size \"lots\"",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "size below the minimum",
@@ -205,7 +202,7 @@ fn cases() -> Vec<Case> {
             at: "max_request_size",
             key: "receivers.otlp.max_request_size",
             message: "max_request_size must be at least 1KiB",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "wrong type",
@@ -219,7 +216,7 @@ fn cases() -> Vec<Case> {
             at: "send_batch_size",
             key: "processors.batch.send_batch_size",
             message: "invalid type: string \"big\", expected u64",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "bad receiver listen address",
@@ -227,7 +224,7 @@ fn cases() -> Vec<Case> {
             at: "grpc = \"localhost\"",
             key: "receivers.otlp.grpc",
             message: "invalid listen address \"localhost\"",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "bad service listen address",
@@ -235,7 +232,7 @@ fn cases() -> Vec<Case> {
             at: "nowhere",
             key: "service.http",
             message: "invalid listen address \"nowhere:13133\"",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "unset ${VAR} without a default",
@@ -243,10 +240,7 @@ fn cases() -> Vec<Case> {
             at: "auth_token",
             key: "receivers.otlp.auth_token",
             message: "environment variable TW_VALIDATE_TEST_UNSET is not set",
-            today: Some(Today {
-                at: None,
-                key: Some("auth_token"),
-            }),
+            key_today: None,
         },
         Case {
             name: "invalid pipeline name",
@@ -254,7 +248,7 @@ fn cases() -> Vec<Case> {
             at: "[service.pipelines.spans]",
             key: "service.pipelines.spans",
             message: "invalid pipeline name \"spans\": it must start with traces, metrics or logs",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "bad endpoint URL",
@@ -267,7 +261,7 @@ fn cases() -> Vec<Case> {
             at: "endpoint =",
             key: "exporters.\"otlp/jaeger\".endpoint",
             message: "invalid endpoint \"127.0.0.1:14317\"",
-            today: None,
+            key_today: None,
         },
         Case {
             name: "zero sending queue",
@@ -281,10 +275,7 @@ fn cases() -> Vec<Case> {
             at: "queue_size = 0",
             key: "exporters.\"otlp/jaeger\".sending_queue.queue_size",
             message: "queue_size must be at least 1",
-            today: Some(Today {
-                at: Some("[exporters.\"otlp/jaeger\"]"),
-                key: Some("exporters.\"otlp/jaeger\""),
-            }),
+            key_today: None,
         },
         Case {
             name: "TOML syntax error",
@@ -292,10 +283,162 @@ fn cases() -> Vec<Case> {
             at: "http = \"127.0.0.1:",
             key: "receivers.otlp.http",
             message: "invalid basic string",
-            today: Some(Today {
-                at: None,
-                key: Some("http"),
-            }),
+            key_today: None,
+        },
+        Case {
+            name: "unknown key in a sub-table of a short-named component",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/j\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/j\".sending_queue]\nqueue_size = 8\nnum_consumerz = 2\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/j\"]\n",
+            ]),
+            at: "num_consumerz",
+            key: "exporters.\"otlp/j\".sending_queue.num_consumerz",
+            message: "unknown field `num_consumerz`, expected `queue_size` or `num_consumers`",
+            key_today: None,
+        },
+        Case {
+            name: "unknown key in an inline table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nretry_on_failure = { enabled = true, max_elapsed = \"5m\" }\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "retry_on_failure =",
+            key: "exporters.\"otlp/jaeger\".retry_on_failure.max_elapsed",
+            message: "unknown field `max_elapsed`",
+            // The key written first on the line, not the one the error is about.
+            key_today: Some("exporters.\"otlp/jaeger\".retry_on_failure"),
+        },
+        Case {
+            name: "zero consumers",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\".sending_queue]\nqueue_size = 8\nnum_consumers = 0\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "num_consumers = 0",
+            key: "exporters.\"otlp/jaeger\".sending_queue.num_consumers",
+            message: "num_consumers must be at least 1",
+            key_today: None,
+        },
+        Case {
+            name: "zero sending queue in an inline table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nsending_queue = { queue_size = 0 }\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "sending_queue = {",
+            key: "exporters.\"otlp/jaeger\".sending_queue.queue_size",
+            message: "queue_size must be at least 1",
+            key_today: None,
+        },
+        Case {
+            name: "zero consumers as a dotted key",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nsending_queue.num_consumers = 0\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "sending_queue.num_consumers",
+            key: "exporters.\"otlp/jaeger\".sending_queue.num_consumers",
+            message: "num_consumers must be at least 1",
+            key_today: None,
+        },
+        Case {
+            name: "retry interval larger than its maximum",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\".retry_on_failure]\ninitial_interval = \"10s\"\nmax_interval = \"1s\"\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "initial_interval =",
+            key: "exporters.\"otlp/jaeger\".retry_on_failure.initial_interval",
+            message: "initial_interval is larger than max_interval",
+            key_today: None,
+        },
+        Case {
+            name: "zero exporter timeout",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\ntimeout = \"0s\"\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "timeout = \"0s\"",
+            key: "exporters.\"otlp/jaeger\".timeout",
+            message: "timeout must be more than 0s",
+            key_today: None,
+        },
+        Case {
+            name: "zero capacity of a pipeline in the middle",
+            config: cat(&[
+                OTLP_IN,
+                FILE_OUT,
+                SERVICE,
+                "[service.pipelines.\"logs/audit\"]\nreceivers = [\"otlp\"]\ncapacity = 0\nexporters = [\"file\"]\n",
+                TRACES,
+            ]),
+            at: "capacity = 0",
+            key: "service.pipelines.\"logs/audit\".capacity",
+            message: "capacity must be at least 1",
+            key_today: None,
+        },
+        Case {
+            name: "unset ${VAR} in a sub-table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\".headers]\n\"x-api-key\" = \"${TW_VALIDATE_TEST_UNSET}\"\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "x-api-key",
+            key: "exporters.\"otlp/jaeger\".headers.\"x-api-key\"",
+            message: "environment variable TW_VALIDATE_TEST_UNSET is not set",
+            key_today: None,
+        },
+        Case {
+            name: "TOML syntax error in [service]",
+            config: cat(&[OTLP_IN, FILE_OUT, "[service]\nhttp = 127.0.0.1\n", TRACES]),
+            at: "http = 127",
+            key: "service.http",
+            message: "invalid float",
+            key_today: None,
+        },
+        Case {
+            name: "no pipelines",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE]),
+            at: "[service]",
+            key: "service.pipelines",
+            message: "no pipelines: declare at least one",
+            // Read off the header line; `service.pipelines` (what is missing) before the
+            // change that took keys from headers.
+            key_today: Some("service"),
+        },
+        Case {
+            name: "wrong type in a multi-line array",
+            config: cat(&[
+                OTLP_IN,
+                FILE_OUT,
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\n  \"otlp\",\n  5,\n]\nexporters = [\"file\"]\n",
+            ]),
+            at: "  5,",
+            key: "service.pipelines.traces.receivers",
+            message: "invalid type: integer `5`, expected a string",
+            // The line holds no `key =`, so only the table is named.
+            key_today: Some("service.pipelines.traces"),
         },
         Case {
             name: "missing file",
@@ -303,7 +446,7 @@ fn cases() -> Vec<Case> {
             at: "",
             key: "",
             message: "cannot read the configuration file: No such file or directory",
-            today: None,
+            key_today: None,
         },
     ]
 }
@@ -348,6 +491,7 @@ fn validate(dir: &Path, config: &Path) -> Output {
         .current_dir(dir)
         .env_remove("TW_VALIDATE_TEST_UNSET")
         .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .env("TRADEWATCH_LOG", "info")
         .output()
         .expect("run tradewatch validate")
@@ -367,15 +511,18 @@ fn error_lines<'a>(stderr: &'a str, file: &str) -> Vec<(usize, &'a str)> {
         .collect()
 }
 
-/// Is there an error at `line` whose key slot is exactly `key` and whose message holds `message`?
+/// Is there an error at `line` whose key slot is exactly `key` and whose message holds
+/// `message`? An empty `key`: no key slot, the message comes first.
 fn reported(errors: &[(usize, &str)], line: usize, key: &str, message: &str) -> bool {
     errors.iter().any(|(l, rest)| {
-        let msg = if key.is_empty() {
-            Some(*rest)
+        let found = if key.is_empty() {
+            rest.starts_with(message)
         } else {
-            rest.strip_prefix(key).and_then(|r| r.strip_prefix(": "))
+            rest.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(": "))
+                .is_some_and(|m| m.contains(message))
         };
-        *l == line && msg.is_some_and(|m| m.contains(message))
+        *l == line && found
     })
 }
 
@@ -430,7 +577,7 @@ fn check(case: &Case) -> Result<(), String> {
     let errors = error_lines(&stderr, &file);
     let text = config.as_deref().unwrap_or("");
     let line = line_of(text, case.at);
-    match &case.today {
+    match case.key_today {
         None => {
             if !reported(&errors, line, case.key, case.message) {
                 return Err(format!(
@@ -439,19 +586,17 @@ fn check(case: &Case) -> Result<(), String> {
                 ));
             }
         }
-        Some(today) => {
-            let today_line = today.at.map(|at| line_of(text, at)).unwrap_or(line);
-            let today_key = today.key.unwrap_or(case.key);
+        Some(today_key) => {
             if reported(&errors, line, case.key, case.message) {
                 return Err(format!(
-                    "the known defect is fixed (it now says line {line}, key `{}`): delete its `today` marker\n{shown}",
+                    "the known defect is fixed (it now says key `{}`): delete its `key_today` marker\n{shown}",
                     case.key
                 ));
             }
-            if !reported(&errors, today_line, today_key, case.message) {
+            if !reported(&errors, line, today_key, case.message) {
                 return Err(format!(
-                    "known defect changed: want today's `{file}:{today_line}:<column>: {today_key}: ...{}...` \
-                     (the right one is line {line}, key `{}`)\n{shown}",
+                    "known defect changed: want today's `{file}:{line}:<column>: {today_key}: ...{}...` \
+                     (the right key is `{}`)\n{shown}",
                     case.message, case.key
                 ));
             }
@@ -530,12 +675,12 @@ exporters = ["file"]
         ),
         (
             19,
-            "",
+            "service.pipelines.traces.receivers",
             "references receiver \"jaeger\", which is not declared",
         ),
         (
             21,
-            "",
+            "service.pipelines.traces.exporters",
             "references exporter \"otlp/tempo\", which is not declared",
         ),
         (
@@ -628,6 +773,65 @@ capacity = 8
     );
     ports.assert_free("valid config");
     assert_untouched(dir.path(), Some(&path), "valid config");
+}
+
+/// A defect in src/ that remains (reported with this test): warnings written to a pipe
+/// carry ANSI colour codes, though HEAD's commit says "ANSI only on terminals". Fixing
+/// src makes this test fail with a reminder to assert plain text instead.
+const ANSI_ON_A_PIPE_TODAY: bool = true;
+
+#[test]
+fn a_warning_is_printed_and_the_config_still_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let config = ports.fill(
+        &cat(&[
+            OTLP_IN,
+            FILE_OUT,
+            "[exporters.\"otlp/spare\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+            SERVICE,
+            TRACES,
+        ])
+        .expect("config"),
+    );
+    let path = dir.path().join("unused.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = validate(dir.path(), &path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {}:\n{stderr}", out.status);
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            "{}: valid (1 receivers, 0 processors, 2 exporters, 1 pipelines)",
+            path.display()
+        ),
+        "stderr:\n{stderr}"
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(warnings.len(), 1, "one warning:\n{stderr}");
+    assert!(
+        warnings[0].contains("WARN")
+            && warnings[0].contains(&format!(
+                "{}: exporters.\"otlp/spare\" is declared but no pipeline uses it",
+                path.display()
+            )),
+        "the unused exporter is named:\n{stderr}"
+    );
+    let coloured = stderr.contains('\u{1b}');
+    assert_eq!(
+        coloured,
+        ANSI_ON_A_PIPE_TODAY,
+        "{}: {stderr:?}",
+        if coloured {
+            "escape codes in a warning written to a pipe"
+        } else {
+            "the known defect is fixed (plain text on a pipe): delete ANSI_ON_A_PIPE_TODAY \
+             and assert plain text"
+        }
+    );
+    ports.assert_free("unused exporter");
+    assert_untouched(dir.path(), Some(&path), "unused exporter");
 }
 
 #[test]
