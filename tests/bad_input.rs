@@ -942,9 +942,6 @@ struct GrpcCase {
     /// ...and holds every one of these.
     message: &'static [&'static str],
     counted: Counted,
-    /// A defect in src/ (reported with this test): the request should be counted as
-    /// `counted`, but is not counted at all today.
-    not_counted_today: bool,
 }
 
 const GRPC: Option<&str> = Some("application/grpc");
@@ -998,7 +995,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &["invalid protobuf"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "truncated protobuf to MetricsService",
@@ -1011,7 +1007,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &["invalid protobuf"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "garbage protobuf to LogsService",
@@ -1024,7 +1019,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &["invalid protobuf"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "valid request over the limit",
@@ -1040,7 +1034,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: limit_msg,
             counted: TooLarge,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "frame header declaring 4 MiB",
@@ -1053,7 +1046,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: limit_msg,
             counted: TooLarge,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "truncated gzip message",
@@ -1066,7 +1058,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "invalid request: ",
             message: &["Error decompressing"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "truncated zstd message",
@@ -1079,7 +1070,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "invalid request: ",
             message: &["Error decompressing"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             // tonic's own limit check while inflating (RESOURCE_EXHAUSTED in its words).
@@ -1093,7 +1083,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: limit_msg,
             counted: TooLarge,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "zstd bomb",
@@ -1106,7 +1095,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: limit_msg,
             counted: TooLarge,
-            not_counted_today: false,
         },
         GrpcCase {
             // The gRPC spec's code for an encoding the server does not take.
@@ -1120,7 +1108,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &["br", "isn't supported"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "compressed flag without grpc-encoding",
@@ -1133,7 +1120,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "invalid request: ",
             message: &["compressed-flag but no grpc-encoding"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "frame cut short",
@@ -1146,7 +1132,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "invalid request: ",
             message: &["Unexpected EOF"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             // A JSON body with a JSON content type: not gRPC at all (before, tonic read
@@ -1161,7 +1146,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &[],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "application/x-protobuf to the gRPC port",
@@ -1174,7 +1158,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &[],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "no content-type to the gRPC port",
@@ -1187,7 +1170,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &[],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
             name: "unknown method of TraceService",
@@ -1203,11 +1185,9 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &["unknown method", "/Nope"],
             counted: BadRequest,
-            not_counted_today: false,
         },
         GrpcCase {
-            // Answered by tonic's router, which never reaches the OTLP services and so
-            // counts nothing.
+            // Answered by the router's fallback, which counts it like an unknown method.
             name: "unknown service",
             path: "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
             content_type: GRPC,
@@ -1218,7 +1198,6 @@ fn grpc_cases() -> Vec<GrpcCase> {
             prefix: "",
             message: &[],
             counted: BadRequest,
-            not_counted_today: true,
         },
     ]
 }
@@ -1296,8 +1275,6 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     let (mut collector, grpc_port, http_port) = start("", &[]);
     let client = http_client();
     let (mut bad, mut too_large) = (0u32, 0u32);
-    // Of those, the ones a known defect leaves uncounted.
-    let (mut bad_uncounted, mut too_large_uncounted) = (0u32, 0u32);
 
     // OTLP/HTTP.
     for case in http_cases() {
@@ -1327,9 +1304,6 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     for case in grpc_cases() {
         check_grpc_case(&channel, &case).await;
         tally(case.counted, &mut bad, &mut too_large);
-        if case.not_counted_today {
-            tally(case.counted, &mut bad_uncounted, &mut too_large_uncounted);
-        }
     }
     // HTTP/1.1 to the gRPC port is not served at all.
     let h1 = client
@@ -1462,21 +1436,11 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
         &collector,
         r#"tradewatch_receiver_too_large_requests_total{receiver="otlp"}"#,
     );
-    assert!(
-        !(bad_uncounted + too_large_uncounted > 0
-            && (bad_now, large_now) == (f64::from(bad), f64::from(too_large))),
-        "the known defect is fixed: every refused request is counted now; delete the \
-         `not_counted_today` markers"
-    );
     assert_eq!(
         (bad_now, large_now),
-        (
-            f64::from(bad - bad_uncounted),
-            f64::from(too_large - too_large_uncounted)
-        ),
+        (f64::from(bad), f64::from(too_large)),
         "(bad_requests_total, too_large_requests_total): every refused request counted once, \
-         including those tonic refuses before the OTLP handler; {bad_uncounted} bad and \
-         {too_large_uncounted} too large are known not to be counted today"
+         including those tonic refuses before the OTLP handler"
     );
     assert_eq!(
         metric(
@@ -2167,9 +2131,8 @@ async fn http1_keep_alive_clients_survive_refused_requests() {
     );
     assert_eq!(
         r.header("connection"),
-        None,
-        "the known defect is fixed: the 404 says `Connection: close` now; assert that \
-         instead and delete this marker"
+        Some("close"),
+        "a 404 on HTTP/1 says `Connection: close`"
     );
 
     let status = collector.terminate(Duration::from_secs(30));

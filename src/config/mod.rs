@@ -555,9 +555,9 @@ impl Config {
             table.keys().any(|k| k.get_ref() == name)
         };
         if raw.service.get_ref().pipelines.is_empty() {
-            errors.push(src.error_at(
-                Some(raw.service.span()),
-                "service.pipelines",
+            errors.push(src.error_span_key(
+                raw.service.span(),
+                "service.pipelines".into(),
                 "no pipelines: declare at least one [service.pipelines.<traces|metrics|logs>] with receivers and exporters".into(),
             ));
         }

@@ -260,10 +260,24 @@ pub(super) fn serve(
             _s: PhantomData,
         })
         .add_service(GrpcService::<Logs> {
-            intake,
+            intake: intake.clone(),
             _s: PhantomData,
         });
-    let routes = routes.routes();
+    // Anything that is not one of the three OTLP services is counted as a bad request too.
+    let counted = intake.clone();
+    let router =
+        routes
+            .routes()
+            .into_axum_router()
+            .fallback(move |req: http::Request<axum::body::Body>| {
+                let intake = counted.clone();
+                async move {
+                    intake.count(&Rejection::Invalid(String::new()));
+                    Status::unimplemented(format!("unknown service or method {}", req.uri().path()))
+                        .into_http::<axum::body::Body>()
+                }
+            });
+    let routes = tonic::service::Routes::from(router);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Box::pin(async move {
         let result = tonic::transport::Server::builder()

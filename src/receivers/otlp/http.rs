@@ -288,6 +288,37 @@ fn decode_json(signal: Signal, body: &[u8]) -> Result<Payload, Rejection> {
     })
 }
 
+/// 404 / 405 for anything but `POST /v1/<signal>`; closes HTTP/1 connections like every
+/// other early rejection, since the body was not read.
+async fn unknown_path(
+    AxState(intake): AxState<Arc<Intake>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    version: Version,
+) -> Response {
+    intake.count(&Rejection::Invalid(String::new()));
+    let status = if matches!(uri.path(), "/v1/traces" | "/v1/metrics" | "/v1/logs") {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let mut resp = HttpError {
+        status,
+        grpc_code: tonic::Code::Unimplemented,
+        message: format!(
+            "{method} {} is not an OTLP endpoint: POST /v1/traces, /v1/metrics or /v1/logs",
+            uri.path()
+        ),
+        encoding: Encoding::Json,
+    }
+    .into_response();
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 pub(super) fn serve(
     listener: tokio::net::TcpListener,
     intake: Arc<Intake>,
@@ -306,6 +337,8 @@ pub(super) fn serve(
         .route("/v1/traces", route(Signal::Traces))
         .route("/v1/metrics", route(Signal::Metrics))
         .route("/v1/logs", route(Signal::Logs))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(unknown_path)
         .with_state(intake);
     Box::pin(async move {
         use axum::serve::ListenerExt;
