@@ -390,3 +390,118 @@ fn abandon(counters: &Counters, item: ExportItem) {
     tracing::error!(%signal, items, "shutdown deadline reached: dropping queued data");
     fail_all(&item.acks);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::{ComponentId, Kind};
+    use crate::pipeline::{Ack, Delivery};
+    use crate::service::health::Telemetry;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails the first `failures` attempts with `error`, then succeeds.
+    struct Flaky {
+        attempts: Arc<AtomicUsize>,
+        failures: usize,
+        error: ExportError,
+    }
+
+    impl Exporter for Flaky {
+        fn export(&self, _p: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>> {
+            let n = self.attempts.fetch_add(1, Ordering::SeqCst);
+            let r = if n < self.failures {
+                Err(self.error.clone())
+            } else {
+                Ok(())
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    fn settings() -> SendingSettings {
+        SendingSettings {
+            queue: QueueConfig {
+                queue_size: 4,
+                num_consumers: 1,
+            },
+            retry: RetryConfig {
+                enabled: true,
+                initial_interval: HumanDuration::from_millis(10),
+                max_interval: HumanDuration::from_millis(20),
+                max_elapsed_time: HumanDuration::from_millis(500),
+            },
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    async fn deliver(failures: usize, error: ExportError) -> (Delivery, usize, Arc<Telemetry>) {
+        let t = Telemetry::new();
+        let health = t.component(Kind::Exporter, &ComponentId::parse("flaky").unwrap(), true);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let exporter = Arc::new(Flaky {
+            attempts: attempts.clone(),
+            failures,
+            error,
+        });
+        let (handle, task) = spawn(exporter, &settings(), health, CancellationToken::new());
+        let (ack, waiter) = Ack::new();
+        handle
+            .send(ExportItem {
+                payload: Arc::new(Payload::Logs(Default::default())),
+                acks: vec![ack],
+            })
+            .await;
+        drop(handle);
+        let outcome = waiter.wait().await;
+        task.await.unwrap();
+        (outcome, attempts.load(Ordering::SeqCst), t)
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_retried_then_delivered() {
+        let (outcome, attempts, t) = deliver(3, ExportError::retryable("down")).await;
+        assert_eq!(outcome, Delivery::Delivered);
+        assert_eq!(attempts, 4);
+        assert!(t
+            .encode_metrics()
+            .contains("tradewatch_exporter_retries_total{exporter=\"flaky\"} 3"));
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_give_up_at_once() {
+        let (outcome, attempts, t) = deliver(1, ExportError::permanent("rejected")).await;
+        assert_eq!(outcome, Delivery::GaveUp);
+        assert_eq!(attempts, 1);
+        let st = t.status();
+        assert_eq!(
+            st.components[0]
+                .last_error
+                .as_ref()
+                .unwrap()
+                .message
+                .contains("rejected"),
+            true
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_max_elapsed_time() {
+        let (outcome, attempts, _) = deliver(usize::MAX, ExportError::retryable("down")).await;
+        assert_eq!(outcome, Delivery::GaveUp);
+        // 10ms doubling to 20ms within 500ms: many attempts, but a bounded number.
+        assert!((3..=60).contains(&attempts), "{attempts} attempts");
+    }
+
+    #[tokio::test]
+    async fn server_pushback_sets_the_delay() {
+        let started = std::time::Instant::now();
+        let err = ExportError::Retryable {
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_millis(300)),
+        };
+        let (outcome, attempts, _) = deliver(1, err).await;
+        assert_eq!(outcome, Delivery::Delivered);
+        assert_eq!(attempts, 2);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+}

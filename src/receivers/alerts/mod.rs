@@ -279,3 +279,78 @@ impl Receiver for AlertsReceiver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Consumer;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[tokio::test]
+    async fn alerts_enter_the_logs_pipeline_as_records() {
+        let (sink, rx) = AlertSink::new(8, Counter::default());
+        let (tx, mut pipeline) = mpsc::channel(8);
+        let mut outputs = Outputs::default();
+        outputs.set(Consumer::new(
+            Signal::Logs,
+            vec![tx],
+            Duration::from_millis(10),
+            Counter::default(),
+            Counter::default(),
+        ));
+        let receiver = Box::new(AlertsReceiver {
+            id: ComponentId::parse("alerts").unwrap(),
+            rx,
+        });
+        let run = receiver.start(outputs, Default::default()).await.unwrap();
+        let task = tokio::spawn(run);
+        let alert = |state| Alert {
+            name: "MaxDrawdownExceeded".into(),
+            state,
+            severity: Severity::Critical,
+            summary: "drawdown 12.3% > 10%".into(),
+            fingerprint: String::new(),
+            attributes: vec![kv_str("bot", "main")],
+            trace_id: Some(vec![7; 16]),
+            source: "risk".into(),
+        };
+        sink.emit(alert(AlertState::Firing));
+        sink.emit(alert(AlertState::Resolved));
+        drop(sink);
+        let mut records = Vec::new();
+        while let Some(b) = pipeline.recv().await {
+            let Payload::Logs(req) = b.payload else {
+                panic!("alerts are logs")
+            };
+            records.extend(req.resource_logs[0].scope_logs[0].log_records.clone());
+        }
+        task.await.unwrap();
+        assert_eq!(records.len(), 2);
+        let attr = |r: &LogRecord, k: &str| {
+            r.attributes.iter().find(|kv| kv.key == k).and_then(|kv| {
+                match &kv.value.as_ref()?.value {
+                    Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                }
+            })
+        };
+        assert_eq!(attr(&records[0], "event.name").as_deref(), Some("alert"));
+        assert_eq!(attr(&records[0], "alert.state").as_deref(), Some("firing"));
+        assert_eq!(
+            attr(&records[1], "alert.state").as_deref(),
+            Some("resolved")
+        );
+        assert_eq!(
+            attr(&records[0], "alert.severity").as_deref(),
+            Some("critical")
+        );
+        assert_eq!(attr(&records[0], "bot").as_deref(), Some("main"));
+        // One alert, one fingerprint, across its state changes.
+        assert_eq!(
+            attr(&records[0], "alert.fingerprint"),
+            attr(&records[1], "alert.fingerprint")
+        );
+        assert_eq!(records[0].trace_id, vec![7; 16]);
+        assert_eq!(records[0].severity_number, SeverityNumber::Error as i32);
+    }
+}
