@@ -473,15 +473,8 @@ mod tests {
         assert_eq!(outcome, Delivery::GaveUp);
         assert_eq!(attempts, 1);
         let st = t.status();
-        assert_eq!(
-            st.components[0]
-                .last_error
-                .as_ref()
-                .unwrap()
-                .message
-                .contains("rejected"),
-            true
-        );
+        let last = st.components[0].last_error.as_ref().unwrap();
+        assert!(last.message.contains("rejected"), "{}", last.message);
     }
 
     #[tokio::test]
