@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::util::rng::HasherRng;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
@@ -171,14 +172,20 @@ pub struct ExporterHandle {
 impl ExporterHandle {
     /// Queues an item, waiting while the queue is full (that wait is the back-pressure).
     pub async fn send(&self, item: ExportItem) {
-        let signal = item.payload.signal();
-        let items = item.payload.items();
-        self.counters.queue_size.inc();
-        if let Err(mpsc::error::SendError(item)) = self.tx.send(item).await {
-            // Only happens when the exporter was torn down at the shutdown deadline.
-            self.counters.queue_size.dec();
-            self.counters.of(signal).dropped.inc_by(items);
-            fail_all(&item.acks);
+        match self.tx.reserve().await {
+            Ok(permit) => {
+                // Counted before it can be taken out, so the gauge never goes below zero.
+                self.counters.queue_size.inc();
+                permit.send(item);
+            }
+            Err(_) => {
+                // Only happens when the exporter was torn down at the shutdown deadline.
+                self.counters
+                    .of(item.payload.signal())
+                    .dropped
+                    .inc_by(item.payload.items());
+                fail_all(&item.acks);
+            }
         }
     }
 }
@@ -308,9 +315,10 @@ pub fn spawn(
         .timeout(settings.timeout)
         .service(Attempt(exporter.clone()));
     let limit = Arc::new(Semaphore::new(settings.queue.num_consumers));
-    let consumers = settings.queue.num_consumers as u32;
     health.set_state(State::Ok);
     let task = tokio::spawn(async move {
+        // Requests in flight; shutdown waits for them so that each one ends counted.
+        let in_flight = TaskTracker::new();
         loop {
             let item = tokio::select! {
                 biased;
@@ -335,7 +343,7 @@ pub fn spawn(
             let counters = counters.clone();
             let health = health.clone();
             let hard_stop = hard_stop.clone();
-            tokio::spawn(async move {
+            in_flight.spawn(async move {
                 let signal = item.payload.signal();
                 let items = item.payload.items();
                 let result = tokio::select! {
@@ -370,13 +378,11 @@ pub fn spawn(
                 counters.queue_size.dec();
                 abandon(&counters, item);
             }
-        } else {
-            // Wait for requests in flight, then let the exporter flush.
-            tokio::select! {
-                _ = limit.acquire_many(consumers) => {}
-                _ = hard_stop.cancelled() => {}
-            }
         }
+        // Every request in flight ends: delivered, given up, or (past the deadline)
+        // abandoned and counted. They watch `hard_stop`, so this wait is bounded.
+        in_flight.close();
+        in_flight.wait().await;
         exporter.shutdown().await;
         health.set_state(State::Stopped);
     });

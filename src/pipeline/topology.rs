@@ -41,6 +41,8 @@ pub struct Topology {
 pub struct ShutdownReport {
     /// Everything accepted was handed to exporters and they finished.
     pub drained: bool,
+    /// Items abandoned at the deadline, over all exporters.
+    pub dropped_items: u64,
 }
 
 impl Topology {
@@ -248,8 +250,18 @@ impl Topology {
                 }
             }
         }
+        let dropped = self
+            .telemetry
+            .status()
+            .components
+            .iter()
+            .flat_map(|c| c.counters.iter())
+            .filter(|(k, _)| k.starts_with("dropped_items"))
+            .map(|(_, v)| *v as u64)
+            .sum();
         ShutdownReport {
             drained: drained && exporters_done,
+            dropped_items: dropped,
         }
     }
 }

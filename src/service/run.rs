@@ -14,8 +14,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("shutdown deadline reached with data still queued (see dropped_items counters)")]
-    NotDrained,
+    #[error("shutdown deadline reached with data still queued: {dropped_items} items dropped")]
+    NotDrained { dropped_items: u64 },
 }
 
 /// Starts everything, waits for `stop` (or a signal), then drains within the configured deadline.
@@ -55,7 +55,9 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
         tracing::info!("shutdown complete; everything accepted was delivered or accounted for");
         Ok(())
     } else {
-        Err(RunError::NotDrained)
+        Err(RunError::NotDrained {
+            dropped_items: report.dropped_items,
+        })
     }
 }
 

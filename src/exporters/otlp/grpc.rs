@@ -113,6 +113,11 @@ impl Transport for GrpcExporter {
 /// OTLP/gRPC: these codes are transient; the rest mean the data will never be taken.
 fn classify(status: &Status) -> ExportError {
     let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    // A status tonic made up itself from a broken connection (not one the server sent)
+    // says nothing about the data: the peer went away mid-request. Try again.
+    if status.code() == Code::Unknown && std::error::Error::source(status).is_some() {
+        return ExportError::retryable(message);
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
