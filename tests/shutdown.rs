@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{free_port, Collector};
+use common::{free_port, BlackHole, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
 };
@@ -19,74 +19,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 const GIVE_UP: Duration = Duration::from_secs(30);
 const SPANS_PER_REQUEST: usize = 4;
-
-/// A TCP peer that accepts connections and never answers.
-struct BlackHole {
-    port: u16,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl BlackHole {
-    fn start() -> BlackHole {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the black hole");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let port = listener.local_addr().expect("local addr").port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (accepted, stop) = (accepted.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut held = Vec::new();
-                while !stop.load(Ordering::Acquire) {
-                    match listener.accept() {
-                        Ok((sock, _)) => {
-                            held.push(sock);
-                            accepted.fetch_add(1, Ordering::AcqRel);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5))
-                        }
-                        Err(e) => panic!("black hole accept: {e}"),
-                    }
-                }
-                drop(listener);
-                for s in held {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                }
-            })
-        };
-        BlackHole {
-            port,
-            accepted,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn kv(key: &str, v: Value) -> KeyValue {
     KeyValue {

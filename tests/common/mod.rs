@@ -325,3 +325,67 @@ pub fn any_value(v: &serde_json::Value) -> serde_json::Value {
     }
     Value::Null
 }
+
+/// A TCP peer that accepts connections and never answers.
+pub struct BlackHole {
+    pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    pub fn start() -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the black hole");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("local addr").port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((sock, _)) => {
+                            held.push(sock);
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        Err(e) => panic!("black hole accept: {e}"),
+                    }
+                }
+                drop(listener);
+                for s in held {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            })
+        };
+        BlackHole {
+            port,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Closes the listener and every connection it accepted.
+    pub fn close(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("black hole thread");
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
