@@ -100,3 +100,54 @@ fn every_shipped_config_validates() {
         );
     }
 }
+
+#[test]
+fn version_help_and_json_logs() {
+    let bin = env!("CARGO_BIN_EXE_tradewatch");
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tradewatch {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (args, says) in [
+        (&["--help"][..], "validate"),
+        (&["run", "--help"], "--config"),
+        (&["validate", "--help"], "--config"),
+    ] {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(says), "{args:?} mentions {says}: {text}");
+    }
+
+    // A config with an unused exporter makes `validate` log one warning: as JSON when asked.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[receivers.otlp]\n[exporters.nop]\n[exporters.debug]\n[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"nop\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--log-format", "json", "validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().next().expect("one log line");
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["level"], "WARN");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("exporters.debug is declared but no pipeline uses it"),
+        "{v}"
+    );
+}
