@@ -490,64 +490,30 @@ impl Config {
         }
 
         // Components: the type must exist, then its own table must deserialize.
-        let ids = |table: &BTreeMap<Spanned<String>, IgnoredAny>,
-                   kind: Kind,
-                   errors: &mut Vec<ConfigError>| {
-            let mut out = Vec::new();
-            for name in table.keys() {
-                let path = format!("{}.{}", kind.table(), quote_key(name.get_ref()));
-                match ComponentId::parse(name.get_ref()) {
-                    Ok(id) => out.push((id, name.span(), path)),
-                    Err(m) => errors.push(src.error_at(Some(name.span()), &path, m)),
-                }
-            }
-            out
-        };
-        for (id, span, path) in ids(&raw.receivers, Kind::Receiver, &mut errors) {
-            match registry::receiver(id.type_name()) {
-                Some(parse) => match parse(src, &id) {
-                    Ok(c) => {
-                        cfg.receivers.insert(id, c);
-                    }
-                    Err(e) => errors.push(e),
-                },
-                None => errors.push(src.error_at(
-                    Some(span),
-                    &path,
-                    unknown_type(Kind::Receiver, id.type_name()),
-                )),
-            }
-        }
-        for (id, span, path) in ids(&raw.processors, Kind::Processor, &mut errors) {
-            match registry::processor(id.type_name()) {
-                Some(parse) => match parse(src, &id) {
-                    Ok(c) => {
-                        cfg.processors.insert(id, c);
-                    }
-                    Err(e) => errors.push(e),
-                },
-                None => errors.push(src.error_at(
-                    Some(span),
-                    &path,
-                    unknown_type(Kind::Processor, id.type_name()),
-                )),
-            }
-        }
-        for (id, span, path) in ids(&raw.exporters, Kind::Exporter, &mut errors) {
-            match registry::exporter(id.type_name()) {
-                Some(parse) => match parse(src, &id) {
-                    Ok(c) => {
-                        cfg.exporters.insert(id, c);
-                    }
-                    Err(e) => errors.push(e),
-                },
-                None => errors.push(src.error_at(
-                    Some(span),
-                    &path,
-                    unknown_type(Kind::Exporter, id.type_name()),
-                )),
-            }
-        }
+        parse_components(
+            src,
+            &raw.receivers,
+            Kind::Receiver,
+            registry::receiver,
+            &mut cfg.receivers,
+            &mut errors,
+        );
+        parse_components(
+            src,
+            &raw.processors,
+            Kind::Processor,
+            registry::processor,
+            &mut cfg.processors,
+            &mut errors,
+        );
+        parse_components(
+            src,
+            &raw.exporters,
+            Kind::Exporter,
+            registry::exporter,
+            &mut cfg.exporters,
+            &mut errors,
+        );
 
         // Pipelines: names, references, signals.
         let declared = |kind: Kind, table: &BTreeMap<Spanned<String>, IgnoredAny>, name: &str| {
@@ -684,6 +650,37 @@ impl Config {
         } else {
             errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Parses every component declared in one kind's table with its type's parser.
+fn parse_components<T: ?Sized>(
+    src: &Source,
+    table: &BTreeMap<Spanned<String>, IgnoredAny>,
+    kind: Kind,
+    lookup: fn(&str) -> Option<registry::ParseFn<T>>,
+    out: &mut BTreeMap<ComponentId, Arc<T>>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for name in table.keys() {
+        let path = format!("{}.{}", kind.table(), quote_key(name.get_ref()));
+        let id = match ComponentId::parse(name.get_ref()) {
+            Ok(id) => id,
+            Err(m) => {
+                errors.push(src.error_at(Some(name.span()), &path, m));
+                continue;
+            }
+        };
+        let Some(parse) = lookup(id.type_name()) else {
+            errors.push(src.error_at(Some(name.span()), &path, unknown_type(kind, id.type_name())));
+            continue;
+        };
+        match parse(src, &id) {
+            Ok(c) => {
+                out.insert(id, c);
+            }
+            Err(e) => errors.push(e),
         }
     }
 }

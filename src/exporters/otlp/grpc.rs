@@ -4,6 +4,7 @@
 use super::{Compression, OtlpExporterConfig, Transport};
 use crate::component::Signal;
 use crate::exporters::ExportError;
+use crate::otlp::RpcStatus;
 use bytes::{BufMut, Bytes};
 use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
@@ -134,24 +135,6 @@ fn classify(status: &Status) -> ExportError {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<ProtoAny>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
 struct RetryInfo {
     #[prost(message, optional, tag = "1")]
     retry_delay: Option<ProtoDuration>,
@@ -181,6 +164,7 @@ fn retry_delay(details: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::ProtoAny;
 
     #[test]
     fn codes_follow_the_otlp_spec() {

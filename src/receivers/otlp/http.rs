@@ -4,6 +4,7 @@
 
 use super::{Intake, Rejection};
 use crate::component::Signal;
+use crate::otlp::RpcStatus;
 use crate::pipeline::{Payload, Refused};
 use crate::receivers::Running;
 use crate::service::health::{ComponentHealth, State};
@@ -23,15 +24,6 @@ use prost::Message;
 use std::io::Read;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -61,6 +53,7 @@ impl IntoResponse for HttpError {
             Encoding::Protobuf => RpcStatus {
                 code: self.grpc_code as i32,
                 message: self.message,
+                details: Vec::new(),
             }
             .encode_to_vec(),
             Encoding::Json => serde_json::to_vec(&serde_json::json!({
