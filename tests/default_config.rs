@@ -151,3 +151,80 @@ fn version_help_and_json_logs() {
         "{v}"
     );
 }
+
+/// `promtool`, which `scripts/test` installs from Debian's `prometheus` package.
+fn promtool() -> std::path::PathBuf {
+    let p = std::env::var_os("TRADEWATCH_PROMTOOL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "promtool".into());
+    let found = std::process::Command::new(&p)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "promtool is missing: run scripts/test (it installs Debian's prometheus package) or set TRADEWATCH_PROMTOOL");
+    p
+}
+
+#[test]
+fn self_telemetry_passes_promtool_and_speaks_openmetrics_when_asked() {
+    let (grpc, service) = (common::free_port(), common::free_port());
+    let cfg = format!(
+        "[receivers.otlp]\ngrpc = \"127.0.0.1:{grpc}\"\nhttp = \"off\"\n[processors.batch]\n[exporters.nop]\n[service]\nhttp = \"127.0.0.1:{service}\"\n[service.pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"batch\"]\nexporters = [\"nop\"]\n"
+    );
+    let c = Collector::start(&cfg, service);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |accept: &str| {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("http://{}/metrics", c.service))
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+            (ct, r.text().await.unwrap())
+        })
+    };
+    let (ct, text) = get("text/plain");
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    assert!(!text.contains("# EOF"));
+    assert!(
+        text.contains("# TYPE tradewatch_receiver_accepted_items_total counter"),
+        "{text}"
+    );
+    let (ct, om) = get("application/openmetrics-text; version=1.0.0,text/plain;q=0.5");
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(om.trim_end().ends_with("# EOF"));
+    assert!(
+        om.contains("# TYPE tradewatch_receiver_accepted_items counter"),
+        "{om}"
+    );
+    // promtool lints the Prometheus text format (what it gets without asking for OpenMetrics).
+    for (what, body) in [("text", &text)] {
+        let mut child = std::process::Command::new(promtool())
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics ({what}) failed:\n{}{}\n{body}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
