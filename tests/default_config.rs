@@ -204,7 +204,8 @@ fn self_telemetry_passes_promtool_and_speaks_openmetrics_when_asked() {
         "{om}"
     );
     // promtool lints the Prometheus text format (what it gets without asking for OpenMetrics).
-    for (what, body) in [("text", &text)] {
+    {
+        let (what, body) = ("text", &text);
         let mut child = std::process::Command::new(promtool())
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
