@@ -6,8 +6,10 @@
 //! section) with spans, then one typed pass per component, which deserializes just that
 //! component's table with `deny_unknown_fields` so its own mistakes carry their spans too.
 
+mod secret;
 mod units;
 
+pub use secret::Secret;
 pub use units::{HumanDuration, HumanSize};
 
 use crate::component::{ComponentId, Kind, PipelineId, Signal};

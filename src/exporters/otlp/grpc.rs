@@ -68,7 +68,7 @@ impl GrpcExporter {
         for (k, v) in &c.headers {
             let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
                 .map_err(|_| format!("invalid header name {k:?}"))?;
-            let val = AsciiMetadataValue::try_from(v.as_str())
+            let val = AsciiMetadataValue::try_from(v.expose())
                 .map_err(|_| format!("invalid value for header {k:?}"))?;
             metadata.insert(key, val);
         }

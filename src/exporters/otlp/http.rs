@@ -24,8 +24,8 @@ impl HttpExporter {
         for (k, v) in &c.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| format!("invalid header name {k:?}"))?;
-            let mut value =
-                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
+            let mut value = HeaderValue::from_str(v.expose())
+                .map_err(|_| format!("invalid value for header {k:?}"))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }

@@ -11,7 +11,7 @@ mod http;
 use super::sending::{QueueConfig, RetryConfig, SendingSettings};
 use super::{ExportError, Exporter};
 use crate::component::{ComponentId, Kind, Signal};
-use crate::config::{component_config, ConfigError, HumanDuration, Source};
+use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
 use crate::pipeline::Payload;
 use crate::registry::{BuildContext, BuildError, ExporterConfig};
 use futures_util::future::BoxFuture;
@@ -50,7 +50,7 @@ pub struct OtlpExporterConfig {
     /// Extra request headers (e.g. an API key: `headers = { "x-api-key" = "${KEY}" }`).
     /// Values are never logged.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     #[serde(default)]
     pub sending_queue: QueueConfig,
     #[serde(default)]
@@ -84,7 +84,7 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, 
     }
     for (k, v) in &c.headers {
         if ::http::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || ::http::HeaderValue::from_str(v).is_err()
+            || ::http::HeaderValue::from_str(v.expose()).is_err()
         {
             return Err(src.component_error(
                 Kind::Exporter,

@@ -9,7 +9,7 @@ mod grpc;
 mod http;
 
 use crate::component::{ComponentId, Kind, Signal};
-use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Source};
+use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Secret, Source};
 use crate::pipeline::{Batch, Payload, Refused};
 use crate::receivers::{Outputs, Receiver, Running};
 use crate::registry::{BuildContext, BuildError, ReceiverConfig};
@@ -35,7 +35,7 @@ pub struct OtlpReceiverConfig {
     pub pushback_wait: HumanDuration,
     /// If set, clients must send `Authorization: Bearer <token>`. Take it from the
     /// environment: `auth_token = "${OTLP_TOKEN}"`.
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Secret>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -56,7 +56,7 @@ struct Checked {
     http: Option<SocketAddr>,
     max_request_size: usize,
     pushback_wait: Duration,
-    auth_token: Option<Arc<str>>,
+    auth_token: Option<Secret>,
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, ConfigError> {
@@ -75,7 +75,7 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
         http: addr("http", &c.http)?,
         max_request_size: c.max_request_size.bytes(),
         pushback_wait: c.pushback_wait.get(),
-        auth_token: c.auth_token.filter(|t| !t.is_empty()).map(Arc::from),
+        auth_token: c.auth_token.filter(|t| !t.is_empty()),
     };
     if checked.grpc.is_none() && checked.http.is_none() {
         return Err(src.component_error(
@@ -120,7 +120,7 @@ struct OtlpReceiver {
 pub(crate) struct Intake {
     outputs: Outputs,
     max_request_size: usize,
-    auth_token: Option<Arc<str>>,
+    auth_token: Option<Secret>,
     /// Requests refused before reaching a pipeline, by reason.
     bad_requests: Counter,
     unauthorized: Counter,
@@ -142,7 +142,7 @@ impl Intake {
         let Some(token) = &self.auth_token else {
             return true;
         };
-        let expected = format!("Bearer {token}");
+        let expected = format!("Bearer {}", token.expose());
         let got = header.unwrap_or_default();
         // Compare in constant time so the token cannot be guessed byte by byte.
         got.len() == expected.len()
