@@ -145,6 +145,9 @@ fn status_for(r: Rejection) -> Status {
         Rejection::Refused(Refused::Full) => {
             Status::unavailable("the pipeline is full; retry with backoff")
         }
+        Rejection::NotDelivered => {
+            Status::unavailable("accepted, but an exporter gave up on delivering it; retry")
+        }
         Rejection::Refused(Refused::ShuttingDown) => {
             Status::unavailable("the collector is shutting down; retry elsewhere or later")
         }

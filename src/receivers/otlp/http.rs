@@ -101,6 +101,11 @@ fn error_for(r: Rejection, encoding: Encoding) -> HttpError {
             tonic::Code::Unavailable,
             "the pipeline is full; retry with backoff".into(),
         ),
+        Rejection::NotDelivered => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "accepted, but an exporter gave up on delivering it; retry".into(),
+        ),
         Rejection::Refused(Refused::ShuttingDown) => (
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,

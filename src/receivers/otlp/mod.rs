@@ -10,7 +10,7 @@ mod http;
 
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Secret, Source};
-use crate::pipeline::{Batch, Payload, Refused};
+use crate::pipeline::{Ack, Batch, Delivery, Payload, Refused};
 use crate::receivers::{Outputs, Receiver, Running};
 use crate::registry::{BuildContext, BuildError, ReceiverConfig};
 use crate::service::health::ComponentHealth;
@@ -33,6 +33,9 @@ pub struct OtlpReceiverConfig {
     pub max_request_size: HumanSize,
     /// How long a request waits for room in a full pipeline before it is refused.
     pub pushback_wait: HumanDuration,
+    /// Answer a request only once every exporter it went to has delivered it; a request an
+    /// exporter gave up on is answered UNAVAILABLE / 503 so the client retries.
+    pub wait_for_delivery: bool,
     /// If set, clients must send `Authorization: Bearer <token>`. Take it from the
     /// environment: `auth_token = "${OTLP_TOKEN}"`.
     pub auth_token: Option<Secret>,
@@ -45,6 +48,7 @@ impl Default for OtlpReceiverConfig {
             http: "127.0.0.1:4318".into(),
             max_request_size: HumanSize::mib(4),
             pushback_wait: HumanDuration::from_millis(500),
+            wait_for_delivery: false,
             auth_token: None,
         }
     }
@@ -56,6 +60,7 @@ struct Checked {
     http: Option<SocketAddr>,
     max_request_size: usize,
     pushback_wait: Duration,
+    wait_for_delivery: bool,
     auth_token: Option<Secret>,
 }
 
@@ -75,6 +80,7 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
         http: addr("http", &c.http)?,
         max_request_size: c.max_request_size.bytes(),
         pushback_wait: c.pushback_wait.get(),
+        wait_for_delivery: c.wait_for_delivery,
         auth_token: c.auth_token.filter(|t| !t.is_empty()),
     };
     if checked.grpc.is_none() && checked.http.is_none() {
@@ -120,6 +126,7 @@ struct OtlpReceiver {
 pub(crate) struct Intake {
     outputs: Outputs,
     max_request_size: usize,
+    wait_for_delivery: bool,
     auth_token: Option<Secret>,
     /// Requests refused before reaching a pipeline, by reason.
     bad_requests: Counter,
@@ -135,6 +142,8 @@ pub(crate) enum Rejection {
     Unauthenticated,
     NotConfigured(Signal),
     Refused(Refused),
+    /// Accepted, but an exporter gave up on it (only with `wait_for_delivery`).
+    NotDelivered,
 }
 
 impl Intake {
@@ -164,7 +173,7 @@ impl Intake {
             Rejection::Unauthenticated => {
                 self.unauthorized.inc();
             }
-            Rejection::Refused(_) => {}
+            Rejection::Refused(_) | Rejection::NotDelivered => {}
         };
     }
 
@@ -174,28 +183,38 @@ impl Intake {
         signal: Signal,
         body: bytes::Bytes,
     ) -> Result<(), Rejection> {
-        let consumer = self
-            .outputs
+        // Find the consumer first: a signal nobody takes is refused before any work.
+        self.outputs
             .get(signal)
             .ok_or(Rejection::NotConfigured(signal))?;
         let payload =
             Payload::from_encoded(signal, body).map_err(|e| Rejection::Invalid(e.to_string()))?;
-        consumer
-            .consume(Batch::new(payload))
-            .await
-            .map_err(Rejection::Refused)
+        self.accept_decoded(payload).await
     }
 
+    /// Hands a payload to the pipelines; with `wait_for_delivery`, answers only once every
+    /// exporter it went to has delivered it.
     pub(crate) async fn accept_decoded(&self, payload: Payload) -> Result<(), Rejection> {
         let signal = payload.signal();
         let consumer = self
             .outputs
             .get(signal)
             .ok_or(Rejection::NotConfigured(signal))?;
+        if !self.wait_for_delivery {
+            return consumer
+                .consume(Batch::new(payload))
+                .await
+                .map_err(Rejection::Refused);
+        }
+        let (ack, waiter) = Ack::new();
         consumer
-            .consume(Batch::new(payload))
+            .consume(Batch::with_ack(payload, ack))
             .await
-            .map_err(Rejection::Refused)
+            .map_err(Rejection::Refused)?;
+        match waiter.wait().await {
+            Delivery::Delivered => Ok(()),
+            Delivery::GaveUp => Err(Rejection::NotDelivered),
+        }
     }
 }
 
@@ -216,6 +235,7 @@ impl Receiver for OtlpReceiver {
             let intake = Arc::new(Intake {
                 outputs,
                 max_request_size: cfg.max_request_size,
+                wait_for_delivery: cfg.wait_for_delivery,
                 auth_token: cfg.auth_token.clone(),
                 bad_requests: health.counter("bad_requests", "Requests rejected as malformed (bad protobuf or JSON, wrong content type, bad compression)", &[]),
                 unauthorized: health.counter("unauthorized_requests", "Requests rejected for a missing or wrong bearer token", &[]),
