@@ -62,7 +62,11 @@ impl Topology {
             &[],
         );
         service_health.set_state(State::Ok);
-        let has_alerts_receiver = cfg.receivers.keys().any(|id| id.type_name() == "alerts");
+        let has_alerts_receiver = cfg
+            .pipelines
+            .iter()
+            .flat_map(|p| &p.receivers)
+            .any(|id| id.type_name() == "alerts");
         let (alert_sink, alert_rx) = AlertSink::new(4096, lost);
         let alert_queue = Arc::new(Mutex::new(Some(alert_rx)));
         if !has_alerts_receiver {
