@@ -71,6 +71,20 @@ fn cases() -> Vec<Case> {
             key_today: Some("extensions.zpages"),
         },
         Case {
+            name: "a receiver that cannot take the pipeline's signal",
+            config: cat(&[
+                OTLP_IN,
+                "[receivers.alerts]\n",
+                FILE_OUT,
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\", \"alerts\"]\nexporters = [\"file\"]\n",
+            ]),
+            at: "receivers = [\"otlp\", \"alerts\"]",
+            key: "service.pipelines.traces.receivers",
+            message: "receiver \"alerts\" cannot take traces (it handles: logs)",
+            key_today: None,
+        },
+        Case {
             name: "unknown top-level key",
             config: cat(&["extensions = 1\n", OTLP_IN, FILE_OUT, SERVICE, TRACES]),
             at: "extensions = 1",
