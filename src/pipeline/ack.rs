@@ -4,6 +4,11 @@
 //! a clone; when the last clone is dropped, the waiter learns whether every exporter
 //! delivered it or at least one gave up. A log tail advances its checkpoint only on
 //! `Delivered`, which is what makes tailing exactly-once across restarts.
+//!
+//! At shutdown a receiver may wait for its outstanding acks before it returns: the
+//! pipelines downstream keep running (and batches still flush on their timeout) until
+//! the receiver drops its outputs. Data a processor filters out resolves as `Delivered`
+//! unless the processor calls [`Ack::fail`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
