@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 pub enum Delivery {
     /// Every exporter the data went to delivered it.
     Delivered,
-    /// At least one exporter gave up (permanent error, retries exhausted, dropped at shutdown,
-    /// or a processor filtered the data out).
+    /// At least one exporter gave up (permanent error, retries exhausted, dropped at the
+    /// shutdown deadline), or a processor failed the data on purpose.
     GaveUp,
 }
 
