@@ -13,9 +13,6 @@ use common::{free_port, BlackHole, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
 };
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,56 +21,9 @@ use tonic::transport::{Channel, Endpoint};
 const GIVE_UP: Duration = Duration::from_secs(30);
 const SPANS_PER_REQUEST: usize = 3;
 
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
 /// Request `n`: `SPANS_PER_REQUEST` spans with unique ids and `seq` attributes.
 fn request(salt: u8, n: usize) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", Value::StringValue("pushback".into()))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..SPANS_PER_REQUEST)
-                    .map(|i| {
-                        let seq = (n * SPANS_PER_REQUEST + i) as u64;
-                        let mut span_id = [salt; 8];
-                        span_id[4..].copy_from_slice(&(seq as u32).to_be_bytes());
-                        Span {
-                            trace_id: vec![salt; 16],
-                            span_id: span_id.to_vec(),
-                            name: format!("req{n}.span{i}"),
-                            start_time_unix_nano: 1_700_000_000_000_000_000 + seq,
-                            end_time_unix_nano: 1_700_000_000_000_000_500 + seq,
-                            attributes: vec![
-                                kv("seq", Value::IntValue(seq as i64)),
-                                kv("request", Value::IntValue(n as i64)),
-                            ],
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn span_ids(req: &ExportTraceServiceRequest) -> Vec<String> {
-    req.resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| s.span_id.iter().map(|b| format!("{b:02x}")).collect())
-        .collect()
+    common::seq_request("pushback", salt, n, SPANS_PER_REQUEST)
 }
 
 /// Span id (hex) → how many times it is in a file exporter's output.
@@ -414,17 +364,16 @@ fn pushback_then_delivery(proto: Proto) {
     assert!(sb.success(), "B: {sb}\n{}", plain_logs(&b));
 
     let got = spans_in_file(&out);
-    let want: Vec<String> = accepted.iter().flat_map(span_ids).collect();
+    let want: Vec<String> = common::span_ids(&accepted);
     let missing: Vec<&String> = want.iter().filter(|id| !got.contains_key(*id)).collect();
     assert!(missing.is_empty(), "accepted spans lost: {missing:?}");
-    let first: Vec<String> = span_ids(&accepted[0]);
+    let first: Vec<String> = common::span_ids(std::slice::from_ref(&accepted[0]));
     assert!(
         first.iter().all(|id| got.contains_key(id)),
         "the request that was in the black hole arrived"
     );
-    let leaked: Vec<String> = refused
-        .iter()
-        .flat_map(span_ids)
+    let leaked: Vec<String> = common::span_ids(&refused)
+        .into_iter()
         .filter(|id| got.contains_key(id))
         .collect();
     assert!(

@@ -14,9 +14,6 @@ use common::{free_port, BlackHole, Collector};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
 };
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,53 +22,9 @@ use tonic::transport::{Channel, Endpoint};
 const GIVE_UP: Duration = Duration::from_secs(30);
 const SPANS_PER_REQUEST: usize = 4;
 
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
 /// Request `n`: `SPANS_PER_REQUEST` spans with unique ids and `seq` attributes.
 fn request(salt: u8, n: usize) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", Value::StringValue("shutdown".into()))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..SPANS_PER_REQUEST)
-                    .map(|i| {
-                        let seq = (n * SPANS_PER_REQUEST + i) as u64;
-                        let mut span_id = [salt; 8];
-                        span_id[4..].copy_from_slice(&(seq as u32).to_be_bytes());
-                        Span {
-                            trace_id: vec![salt; 16],
-                            span_id: span_id.to_vec(),
-                            name: format!("req{n}.span{i}"),
-                            start_time_unix_nano: 1_700_000_000_000_000_000 + seq,
-                            end_time_unix_nano: 1_700_000_000_000_000_500 + seq,
-                            attributes: vec![kv("seq", Value::IntValue(seq as i64))],
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn span_ids(reqs: &[ExportTraceServiceRequest]) -> Vec<String> {
-    reqs.iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| s.span_id.iter().map(|b| format!("{b:02x}")).collect())
-        .collect()
+    common::seq_request("shutdown", salt, n, SPANS_PER_REQUEST)
 }
 
 /// Span id (hex) → how many times it is in a file exporter's output.
@@ -90,7 +43,7 @@ fn spans_in_file(path: &std::path::Path) -> BTreeMap<String, usize> {
 /// Asserts the file holds every span of `sent` exactly once, and nothing else.
 fn assert_exactly(what: &str, path: &std::path::Path, sent: &[ExportTraceServiceRequest]) {
     let got = spans_in_file(path);
-    let want = span_ids(sent);
+    let want = common::span_ids(sent);
     let missing: Vec<&String> = want.iter().filter(|id| !got.contains_key(*id)).collect();
     let extra: Vec<&String> = got.keys().filter(|id| !want.contains(id)).collect();
     let twice: Vec<(&String, &usize)> = got.iter().filter(|(_, n)| **n > 1).collect();

@@ -389,3 +389,71 @@ impl Drop for BlackHole {
         self.close();
     }
 }
+
+/// An OTLP attribute.
+pub fn kv(
+    key: &str,
+    v: opentelemetry_proto::tonic::common::v1::any_value::Value,
+) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: key.into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+/// Request `n` of a numbered sequence: `spans` spans with unique ids (trace id all `salt`)
+/// and `seq` / `request` attributes, from resource `service.name = service`.
+pub fn seq_request(
+    service: &str,
+    salt: u8,
+    n: usize,
+    spans: usize,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue(service.into()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..spans)
+                    .map(|i| {
+                        let seq = (n * spans + i) as u64;
+                        let mut span_id = [salt; 8];
+                        span_id[4..].copy_from_slice(&(seq as u32).to_be_bytes());
+                        Span {
+                            trace_id: vec![salt; 16],
+                            span_id: span_id.to_vec(),
+                            name: format!("req{n}.span{i}"),
+                            start_time_unix_nano: 1_700_000_000_000_000_000 + seq,
+                            end_time_unix_nano: 1_700_000_000_000_000_500 + seq,
+                            attributes: vec![
+                                kv("seq", Value::IntValue(seq as i64)),
+                                kv("request", Value::IntValue(n as i64)),
+                            ],
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The span ids (hex) of some requests, in order.
+pub fn span_ids(
+    reqs: &[opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest],
+) -> Vec<String> {
+    reqs.iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.span_id.iter().map(|b| format!("{b:02x}")).collect())
+        .collect()
+}
