@@ -138,11 +138,8 @@ impl Source {
             Some(span) => {
                 let (line, column) = self.line_col(span.start);
                 let key = key_at_line(&self.text, line - 1);
-                (
-                    line,
-                    column,
-                    if key.is_empty() { path.to_owned() } else { key },
-                )
+                let key = if key.is_empty() { path.to_owned() } else { key };
+                (line, column, name_unknown_field(key, &message))
             }
             None => (0, 0, path.to_owned()),
         };
@@ -307,6 +304,24 @@ fn line_key(line: &str) -> String {
     match t.split_once('=') {
         Some((k, _)) => k.trim().to_owned(),
         None => String::new(),
+    }
+}
+
+/// For serde's "unknown field `x`": the key read off the line may name a table below the
+/// unknown field (`[extensions.zpages]` for field `extensions`) or above it (an inline
+/// table): make the key end at the unknown field.
+fn name_unknown_field(key: String, message: &str) -> String {
+    let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    else {
+        return key;
+    };
+    let segments: Vec<&str> = key.split('.').map(str::trim).collect();
+    match segments.iter().position(|s| s.trim_matches('"') == field) {
+        Some(i) => segments[..=i].join("."),
+        None if key.is_empty() => field.to_owned(),
+        None => format!("{key}.{field}"),
     }
 }
 
