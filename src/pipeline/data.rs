@@ -90,10 +90,13 @@ impl Payload {
         }
     }
 
+    /// No resources at all: nothing to send.
     pub fn is_empty(&self) -> bool {
         match self {
             Payload::Encoded { bytes, .. } => bytes.is_empty(),
-            _ => self.encoded_len() == 0,
+            Payload::Traces(r) => r.resource_spans.is_empty(),
+            Payload::Metrics(r) => r.resource_metrics.is_empty(),
+            Payload::Logs(r) => r.resource_logs.is_empty(),
         }
     }
 
@@ -152,39 +155,50 @@ impl Payload {
         })
     }
 
-    /// Appends `other` (same signal) to `self`.
+    /// Joins payloads of one signal into one request, in one pass.
     ///
-    /// Two decoded requests merge their lists; anything else is merged by concatenating
-    /// encodings, which is cheaper than decoding the encoded side.
-    pub fn merge(&mut self, other: Payload) {
-        debug_assert_eq!(self.signal(), other.signal());
-        match (&mut *self, other) {
-            (Payload::Traces(a), Payload::Traces(b)) => a.resource_spans.extend(b.resource_spans),
-            (Payload::Metrics(a), Payload::Metrics(b)) => {
-                a.resource_metrics.extend(b.resource_metrics)
-            }
-            (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
-            (this, other) => {
-                let signal = this.signal();
-                let items = this.items() + other.items();
-                let mut buf = BytesMut::with_capacity(this.encoded_len() + other.encoded_len());
-                append_encoded(this, &mut buf);
-                append_encoded(&other, &mut buf);
-                *this = Payload::Encoded {
-                    signal,
-                    bytes: buf.freeze(),
-                    items,
-                };
-            }
+    /// Decoded requests alone merge their lists; otherwise every part is appended once
+    /// to a buffer sized for all of them (encoded parts by copy, decoded ones by
+    /// encoding), so a batch of n requests costs one copy of each, not n copies of the
+    /// growing whole.
+    pub fn concat(mut parts: Vec<Payload>) -> Payload {
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
         }
-    }
-
-    /// An empty request of `signal`.
-    pub fn empty(signal: Signal) -> Payload {
+        let Some(signal) = parts.first().map(Payload::signal) else {
+            return Payload::Encoded {
+                signal: Signal::Logs,
+                bytes: Bytes::new(),
+                items: 0,
+            };
+        };
+        debug_assert!(parts.iter().all(|p| p.signal() == signal));
+        if parts.iter().all(|p| !matches!(p, Payload::Encoded { .. })) {
+            let mut parts = parts.into_iter();
+            let mut first = parts.next().expect("at least two parts");
+            for p in parts {
+                match (&mut first, p) {
+                    (Payload::Traces(a), Payload::Traces(b)) => {
+                        a.resource_spans.extend(b.resource_spans)
+                    }
+                    (Payload::Metrics(a), Payload::Metrics(b)) => {
+                        a.resource_metrics.extend(b.resource_metrics)
+                    }
+                    (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
+                    _ => unreachable!("parts of one signal, all decoded"),
+                }
+            }
+            return first;
+        }
+        let items = parts.iter().map(Payload::items).sum();
+        let mut buf = BytesMut::with_capacity(parts.iter().map(Payload::encoded_len).sum());
+        for p in &parts {
+            append_encoded(p, &mut buf);
+        }
         Payload::Encoded {
             signal,
-            bytes: Bytes::new(),
-            items: 0,
+            bytes: buf.freeze(),
+            items,
         }
     }
 }
@@ -258,17 +272,28 @@ mod tests {
     }
 
     #[test]
-    fn merges_encoded_and_decoded_alike() {
-        let a = traces(3);
-        let b = traces(2);
-        let mut enc = Payload::from_encoded(Signal::Traces, a.encode_to_vec().into()).unwrap();
-        assert_eq!(enc.items(), 3);
-        enc.merge(Payload::Traces(b.clone()));
-        assert_eq!(enc.items(), 5);
-        enc.make_decoded().unwrap();
+    fn concatenates_encoded_and_decoded_alike() {
+        let (a, b, c) = (traces(3), traces(2), traces(4));
+        let enc = |r: &ExportTraceServiceRequest| {
+            Payload::from_encoded(Signal::Traces, r.encode_to_vec().into()).unwrap()
+        };
         let mut expect = a.clone();
-        expect.resource_spans.extend(b.resource_spans);
-        assert_eq!(enc, Payload::Traces(expect));
+        expect.resource_spans.extend(b.resource_spans.clone());
+        expect.resource_spans.extend(c.resource_spans.clone());
+
+        let mut mixed = Payload::concat(vec![enc(&a), Payload::Traces(b.clone()), enc(&c)]);
+        assert!(matches!(mixed, Payload::Encoded { .. }));
+        assert_eq!(mixed.items(), 9);
+        mixed.make_decoded().unwrap();
+        assert_eq!(mixed, Payload::Traces(expect.clone()));
+
+        let decoded = Payload::concat(vec![
+            Payload::Traces(a),
+            Payload::Traces(b),
+            Payload::Traces(c),
+        ]);
+        assert_eq!(decoded, Payload::Traces(expect));
+        assert!(Payload::concat(Vec::new()).is_empty());
     }
 
     #[test]

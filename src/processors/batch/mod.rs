@@ -1,12 +1,13 @@
 //! `batch`: groups data into larger requests, bounded by size and time, like the Go
 //! collector's batch processor.
 //!
-//! Batches are merged without decoding when the data arrived encoded (protobuf repeated
-//! fields concatenate), so batching costs a copy, not a decode and an encode.
+//! Batches are joined without decoding when the data arrived encoded (protobuf repeated
+//! fields concatenate), once, when the batch is sent: batching costs one copy of each
+//! request, not a decode and an encode.
 
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, HumanDuration, Source};
-use crate::pipeline::Batch;
+use crate::pipeline::{Ack, Batch, Payload};
 use crate::processors::Processor;
 use crate::registry::{BuildContext, BuildError, ProcessorConfig};
 use serde::Deserialize;
@@ -67,10 +68,21 @@ impl ProcessorConfig for BatchConfig {
     }
 }
 
+/// What a batch holds until it is sent; joined into one request only then.
 struct Pending {
-    batch: Batch,
+    parts: Vec<Payload>,
+    acks: Vec<Ack>,
     items: u64,
     deadline: Instant,
+}
+
+impl Pending {
+    fn into_batch(self) -> Batch {
+        Batch {
+            payload: Payload::concat(self.parts),
+            acks: self.acks,
+        }
+    }
 }
 
 pub struct Batcher {
@@ -91,27 +103,18 @@ impl Batcher {
 
 impl Processor for Batcher {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
-        let items = batch.payload.items();
-        match &mut self.pending {
-            Some(p) => {
-                p.batch.payload.merge(batch.payload);
-                p.batch.acks.extend(batch.acks);
-                p.items += items;
-            }
-            None => {
-                self.pending = Some(Pending {
-                    batch,
-                    items,
-                    deadline: Instant::now() + self.timeout,
-                })
-            }
-        }
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.items >= self.send_batch_size)
-        {
-            out.extend(self.pending.take().map(|p| p.batch));
+        let deadline = Instant::now() + self.timeout;
+        let p = self.pending.get_or_insert_with(|| Pending {
+            parts: Vec::new(),
+            acks: Vec::new(),
+            items: 0,
+            deadline,
+        });
+        p.items += batch.payload.items();
+        p.parts.push(batch.payload);
+        p.acks.extend(batch.acks);
+        if p.items >= self.send_batch_size {
+            out.extend(self.pending.take().map(Pending::into_batch));
         }
     }
 
@@ -120,14 +123,14 @@ impl Processor for Batcher {
     }
 
     fn flush(&mut self, _force: bool, out: &mut Vec<Batch>) {
-        out.extend(self.pending.take().map(|p| p.batch));
+        out.extend(self.pending.take().map(Pending::into_batch));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{Ack, Payload};
+
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
