@@ -3,7 +3,6 @@
 
 use super::{Intake, Rejection};
 use crate::component::Signal;
-use crate::pipeline::Refused;
 use crate::receivers::Running;
 use crate::service::health::{ComponentHealth, State};
 use bytes::{Buf, Bytes};
@@ -135,23 +134,7 @@ impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
 }
 
 fn status_for(r: Rejection) -> Status {
-    match r {
-        Rejection::Invalid(m) => Status::invalid_argument(m),
-        Rejection::TooLarge(m) => Status::resource_exhausted(m),
-        Rejection::Unauthenticated => Status::unauthenticated("missing or wrong bearer token"),
-        Rejection::NotConfigured(s) => {
-            Status::unimplemented(format!("this receiver feeds no {s} pipeline"))
-        }
-        Rejection::Refused(Refused::Full) => {
-            Status::unavailable("the pipeline is full; retry with backoff")
-        }
-        Rejection::NotDelivered => {
-            Status::unavailable("accepted, but an exporter gave up on delivering it; retry")
-        }
-        Rejection::Refused(Refused::ShuttingDown) => {
-            Status::unavailable("the collector is shutting down; retry elsewhere or later")
-        }
-    }
+    Status::new(r.code(), r.into_message())
 }
 
 impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcService<S> {

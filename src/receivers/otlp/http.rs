@@ -5,7 +5,7 @@
 use super::{Intake, Rejection};
 use crate::component::Signal;
 use crate::otlp::RpcStatus;
-use crate::pipeline::{Payload, Refused};
+use crate::pipeline::Payload;
 use crate::receivers::Running;
 use crate::service::health::{ComponentHealth, State};
 use axum::body::Body;
@@ -79,59 +79,31 @@ impl IntoResponse for HttpError {
 }
 
 fn error_for(r: Rejection, encoding: Encoding) -> HttpError {
-    let (status, grpc_code, message) = match r {
-        Rejection::Invalid(m) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m),
-        Rejection::TooLarge(m) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            m,
-        ),
-        Rejection::Unauthenticated => (
-            StatusCode::UNAUTHORIZED,
-            tonic::Code::Unauthenticated,
-            "missing or wrong bearer token".into(),
-        ),
-        Rejection::NotConfigured(s) => (
-            StatusCode::NOT_FOUND,
-            tonic::Code::Unimplemented,
-            format!("this receiver feeds no {s} pipeline"),
-        ),
-        Rejection::Refused(Refused::Full) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            "the pipeline is full; retry with backoff".into(),
-        ),
-        Rejection::NotDelivered => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            "accepted, but an exporter gave up on delivering it; retry".into(),
-        ),
-        Rejection::Refused(Refused::ShuttingDown) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            "the collector is shutting down; retry later".into(),
-        ),
+    let status = match &r {
+        Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+        Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Rejection::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Rejection::NotConfigured(_) => StatusCode::NOT_FOUND,
+        Rejection::Refused(_) | Rejection::NotDelivered => StatusCode::SERVICE_UNAVAILABLE,
     };
     HttpError {
         status,
-        grpc_code,
-        message,
+        grpc_code: r.code(),
+        message: r.into_message(),
         encoding,
     }
 }
 
-async fn export(
-    signal: Signal,
-    intake: Arc<Intake>,
-    version: Version,
-    headers: HeaderMap,
-    body: Body,
+/// Every client error on HTTP/1 closes the connection: a request refused before its
+/// body was read would otherwise leave the rest of that body on the connection, and the
+/// next request on it would be misparsed.
+async fn close_after_client_error(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    let mut resp = respond(signal, &intake, &headers, body).await;
-    // An HTTP/1 request refused before its body was read would leave the rest of that
-    // body on the connection; close it rather than let the next request misparse.
-    let status = resp.status();
-    if version < Version::HTTP_2 && status.is_client_error() {
+    let http1 = req.version() < Version::HTTP_2;
+    let mut resp = next.run(req).await;
+    if http1 && resp.status().is_client_error() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -292,7 +264,6 @@ async fn unknown_path(
     AxState(intake): AxState<Arc<Intake>>,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    version: Version,
 ) -> Response {
     intake.count(&Rejection::Invalid(String::new()));
     let status = if matches!(uri.path(), "/v1/traces" | "/v1/metrics" | "/v1/logs") {
@@ -300,7 +271,7 @@ async fn unknown_path(
     } else {
         StatusCode::NOT_FOUND
     };
-    let mut resp = HttpError {
+    HttpError {
         status,
         grpc_code: tonic::Code::Unimplemented,
         message: format!(
@@ -309,12 +280,7 @@ async fn unknown_path(
         ),
         encoding: Encoding::Json,
     }
-    .into_response();
-    if version < Version::HTTP_2 {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
+    .into_response()
 }
 
 pub(super) fn serve(
@@ -325,10 +291,9 @@ pub(super) fn serve(
 ) -> Running {
     let route = |signal: Signal| {
         post(
-            move |AxState(intake): AxState<Arc<Intake>>,
-                  version: Version,
-                  headers: HeaderMap,
-                  body: Body| { export(signal, intake, version, headers, body) },
+            move |AxState(intake): AxState<Arc<Intake>>, headers: HeaderMap, body: Body| async move {
+                respond(signal, &intake, &headers, body).await
+            },
         )
     };
     let app = Router::new()
@@ -337,6 +302,7 @@ pub(super) fn serve(
         .route("/v1/logs", route(Signal::Logs))
         .fallback(unknown_path)
         .method_not_allowed_fallback(unknown_path)
+        .layer(axum::middleware::from_fn(close_after_client_error))
         .with_state(intake);
     Box::pin(async move {
         use axum::serve::ListenerExt;

@@ -146,6 +146,35 @@ pub(crate) enum Rejection {
     NotDelivered,
 }
 
+impl Rejection {
+    /// The gRPC code; the HTTP front-end maps it to its status.
+    pub(crate) fn code(&self) -> tonic::Code {
+        match self {
+            Rejection::Invalid(_) => tonic::Code::InvalidArgument,
+            Rejection::TooLarge(_) => tonic::Code::ResourceExhausted,
+            Rejection::Unauthenticated => tonic::Code::Unauthenticated,
+            Rejection::NotConfigured(_) => tonic::Code::Unimplemented,
+            Rejection::Refused(_) | Rejection::NotDelivered => tonic::Code::Unavailable,
+        }
+    }
+
+    /// What the client is told.
+    pub(crate) fn into_message(self) -> String {
+        match self {
+            Rejection::Invalid(m) | Rejection::TooLarge(m) => m,
+            Rejection::Unauthenticated => "missing or wrong bearer token".into(),
+            Rejection::NotConfigured(s) => format!("this receiver feeds no {s} pipeline"),
+            Rejection::Refused(Refused::Full) => "the pipeline is full; retry with backoff".into(),
+            Rejection::Refused(Refused::ShuttingDown) => {
+                "the collector is shutting down; retry elsewhere or later".into()
+            }
+            Rejection::NotDelivered => {
+                "accepted, but an exporter gave up on delivering it; retry".into()
+            }
+        }
+    }
+}
+
 impl Intake {
     pub(crate) fn authorized(&self, header: Option<&[u8]>) -> bool {
         let Some(token) = &self.auth_token else {
