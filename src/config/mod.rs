@@ -131,18 +131,9 @@ impl Source {
         (line, col)
     }
 
-    /// An error at `span`. The key is read off the file: the table header above the
-    /// span plus the key written on its line (`path` is the fallback when neither exists).
-    pub fn error_at(&self, span: Option<Range<usize>>, path: &str, message: String) -> ConfigError {
-        let (line, column, key) = match span {
-            Some(span) => {
-                let (line, column) = self.line_col(span.start);
-                let key = key_at_line(&self.text, line - 1);
-                let key = if key.is_empty() { path.to_owned() } else { key };
-                (line, column, name_unknown_field(key, &message))
-            }
-            None => (0, 0, path.to_owned()),
-        };
+    /// An error at `span` (line and column 0 when the file does not say where) about `key`.
+    fn located(&self, span: Option<Range<usize>>, key: String, message: String) -> ConfigError {
+        let (line, column) = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
         ConfigError {
             file: self.file.clone(),
             line,
@@ -150,6 +141,20 @@ impl Source {
             key,
             message,
         }
+    }
+
+    /// An error at `span`. The key is read off the file: the table header above the
+    /// span plus the key written on its line (`path` is the fallback when neither exists).
+    pub fn error_at(&self, span: Option<Range<usize>>, path: &str, message: String) -> ConfigError {
+        let key = match &span {
+            Some(span) => {
+                let key = key_at_line(&self.text, self.line_col(span.start).0 - 1);
+                let key = if key.is_empty() { path.to_owned() } else { key };
+                name_unknown_field(key, &message)
+            }
+            None => path.to_owned(),
+        };
+        self.located(span, key, message)
     }
 
     /// An error about the key at `segments` (e.g. `["exporters", "otlp/jaeger", "endpoint"]`),
@@ -163,14 +168,7 @@ impl Source {
         let span = (1..=segments.len())
             .rev()
             .find_map(|n| self.locate(&segments[..n]));
-        let (line, column) = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
-        ConfigError {
-            file: self.file.clone(),
-            line,
-            column,
-            key,
-            message,
-        }
+        self.located(span, key, message)
     }
 
     /// An error about `keys` inside the table of component `id` (or about the table itself
@@ -207,14 +205,7 @@ impl Source {
 
     /// An error at `span` about exactly `key`.
     pub fn error_span_key(&self, span: Range<usize>, key: String, message: String) -> ConfigError {
-        let (line, column) = self.line_col(span.start);
-        ConfigError {
-            file: self.file.clone(),
-            line,
-            column,
-            key,
-            message,
-        }
+        self.located(Some(span), key, message)
     }
 
     fn toml_error(&self, e: toml::de::Error, path: &str) -> ConfigError {
