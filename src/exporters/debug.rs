@@ -1,7 +1,7 @@
 //! `debug`: prints what passes to stderr — a one-line summary per batch, or every
 //! record as OTLP/JSON with `verbosity = "detailed"`.
 
-use super::sending::{QueueConfig, RetryConfig, SendingSettings};
+use super::sending::SendingSettings;
 use super::{ExportError, Exporter};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, Source};
@@ -37,14 +37,7 @@ impl ExporterConfig for DebugConfig {
         Signal::ALL.to_vec()
     }
     fn sending(&self) -> SendingSettings {
-        SendingSettings {
-            queue: QueueConfig {
-                queue_size: 256,
-                num_consumers: 1,
-            },
-            retry: RetryConfig::default(),
-            timeout: Duration::from_secs(10),
-        }
+        SendingSettings::in_process(256, 1, Duration::from_secs(10))
     }
     fn critical(&self) -> bool {
         false

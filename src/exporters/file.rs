@@ -1,6 +1,6 @@
 //! `file`: writes each export request as one OTLP/JSON line, for inspection and tests.
 
-use super::sending::{QueueConfig, RetryConfig, SendingSettings};
+use super::sending::SendingSettings;
 use super::{ExportError, Exporter};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, Source};
@@ -40,15 +40,8 @@ impl ExporterConfig for FileConfig {
         Signal::ALL.to_vec()
     }
     fn sending(&self) -> SendingSettings {
-        SendingSettings {
-            // One writer keeps lines in arrival order.
-            queue: QueueConfig {
-                queue_size: 256,
-                num_consumers: 1,
-            },
-            retry: RetryConfig::default(),
-            timeout: Duration::from_secs(30),
-        }
+        // One writer keeps lines in arrival order.
+        SendingSettings::in_process(256, 1, Duration::from_secs(30))
     }
     fn critical(&self) -> bool {
         false

@@ -1,7 +1,7 @@
 //! `nop`: accepts and discards everything. Its `sent_items` counter says how much; it
 //! exists for benchmarks and for pipelines whose only purpose is a side effect.
 
-use super::sending::{QueueConfig, RetryConfig, SendingSettings};
+use super::sending::SendingSettings;
 use super::{ExportError, Exporter};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, Source};
@@ -26,14 +26,7 @@ impl ExporterConfig for NopConfig {
         Signal::ALL.to_vec()
     }
     fn sending(&self) -> SendingSettings {
-        SendingSettings {
-            queue: QueueConfig {
-                queue_size: 1024,
-                num_consumers: 16,
-            },
-            retry: RetryConfig::default(),
-            timeout: Duration::from_secs(5),
-        }
+        SendingSettings::in_process(1024, 16, Duration::from_secs(5))
     }
     fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         Ok(Arc::new(Nop))

@@ -78,6 +78,23 @@ pub struct SendingSettings {
 }
 
 impl SendingSettings {
+    /// For exporters that work inside the process (file, stderr, nothing): a queue of
+    /// `queue_size` batches, `num_consumers` at a time, default retries.
+    pub fn in_process(
+        queue_size: usize,
+        num_consumers: usize,
+        timeout: Duration,
+    ) -> SendingSettings {
+        SendingSettings {
+            queue: QueueConfig {
+                queue_size,
+                num_consumers,
+            },
+            retry: RetryConfig::default(),
+            timeout,
+        }
+    }
+
     /// Checks the settings; an error names the offending key (as path segments) and why.
     pub fn validate(&self) -> Result<(), (&'static [&'static str], String)> {
         if self.queue.queue_size == 0 {
