@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -72,6 +73,8 @@ pub struct ComponentHealth {
     /// A failed critical component makes the whole service UNHEALTHY.
     pub critical: bool,
     inner: Mutex<HealthInner>,
+    /// Mirrors `inner.state == Ok`, so the hot success path needs no lock.
+    is_ok: AtomicBool,
     metrics: Mutex<Vec<(String, Metric)>>,
     telemetry: Arc<TelemetryInner>,
 }
@@ -85,10 +88,7 @@ impl std::fmt::Debug for ComponentHealth {
 impl ComponentHealth {
     pub fn set_state(&self, state: State) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.state != state {
-            g.state = state;
-            g.since = Instant::now();
-        }
+        self.transition(&mut g, state);
     }
 
     pub fn state(&self) -> State {
@@ -103,19 +103,27 @@ impl ComponentHealth {
             message: message.into(),
             at: SystemTime::now(),
         });
+        self.transition(&mut g, state);
+    }
+
+    /// Back to `Ok` after errors; the last error stays visible for diagnosis. Called
+    /// after every successful export, so it costs an atomic load while already `Ok`.
+    pub fn report_ok(&self) {
+        if self.is_ok.load(Ordering::Acquire) {
+            return;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.state != State::Stopped {
+            self.transition(&mut g, State::Ok);
+        }
+    }
+
+    fn transition(&self, g: &mut HealthInner, state: State) {
         if g.state != state {
             g.state = state;
             g.since = Instant::now();
         }
-    }
-
-    /// Back to `Ok` after errors; the last error stays visible for diagnosis.
-    pub fn report_ok(&self) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.state != State::Ok && g.state != State::Stopped {
-            g.state = State::Ok;
-            g.since = Instant::now();
-        }
+        self.is_ok.store(state == State::Ok, Ordering::Release);
     }
 
     pub fn set_detail(&self, detail: Option<String>) {
@@ -288,6 +296,7 @@ impl Telemetry {
                 last_error: None,
                 detail: None,
             }),
+            is_ok: AtomicBool::new(false),
             metrics: Mutex::default(),
             telemetry: self.inner.clone(),
         });
