@@ -1,6 +1,23 @@
-//! Component identity shared by configuration, the pipeline and self-telemetry.
+//! What a component is to the core: its identity (signals, kinds, ids), the traits a
+//! receiver, processor or exporter implements, what it gets when it is built, and the
+//! [`Registry`] that maps configuration type names to components.
+//!
+//! This is a core module: it names no concrete component. `crate::registry` is the one
+//! place that lists them all.
 
+use crate::config::{ConfigError, Source};
+use crate::pipeline::alerts::{AlertQueue, AlertSink};
+use crate::pipeline::controls::Controls;
+use crate::pipeline::sending::SendingSettings;
+use crate::pipeline::{Batch, Consumer, Payload};
+use crate::service::health::{ComponentHealth, Telemetry};
+use crate::state::StateDir;
+use futures_util::future::BoxFuture;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The three OTLP signals. Alerts are log records, so they travel as `Logs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,6 +170,206 @@ impl PipelineId {
 impl fmt::Display for PipelineId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.full)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The contracts between the core and every component
+
+/// What every component gets when it is built.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub id: ComponentId,
+    pub health: Arc<ComponentHealth>,
+    pub telemetry: Arc<Telemetry>,
+    pub state: StateDir,
+    pub controls: Controls,
+    pub alerts: AlertSink,
+    /// The receiving end of the alert queue, for the one receiver that routes alerts.
+    pub alert_queue: AlertQueue,
+    /// Cancelled when the service begins to shut down.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{component}: {message}")]
+pub struct BuildError {
+    pub component: String,
+    pub message: String,
+}
+
+impl BuildError {
+    pub fn new(id: &ComponentId, message: impl Into<String>) -> BuildError {
+        BuildError {
+            component: id.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A receiver's checked configuration.
+pub trait ReceiverConfig: Send + Sync {
+    /// The signals this receiver produces.
+    fn signals(&self) -> Vec<Signal>;
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
+}
+
+/// A processor's checked configuration.
+pub trait ProcessorConfig: Send + Sync {
+    fn signals(&self) -> Vec<Signal> {
+        Signal::ALL.to_vec()
+    }
+    /// One instance per pipeline that lists the processor.
+    fn build(&self, signal: Signal, ctx: &BuildContext) -> Result<Box<dyn Processor>, BuildError>;
+}
+
+/// An exporter's checked configuration.
+pub trait ExporterConfig: Send + Sync {
+    fn signals(&self) -> Vec<Signal>;
+    fn sending(&self) -> SendingSettings;
+    /// Whether a failure of this exporter makes the service UNHEALTHY.
+    fn critical(&self) -> bool {
+        true
+    }
+    fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError>;
+}
+
+/// The running part of a started receiver.
+pub type Running = BoxFuture<'static, ()>;
+
+/// Where data enters tradewatch.
+///
+/// A receiver is built from its configuration, then started with the [`Outputs`] of the
+/// pipelines that list it. Starting binds what it listens on, so a busy port fails
+/// start-up before anything serves; the returned future runs until shutdown.
+pub trait Receiver: Send {
+    /// Binds sockets or opens files, then returns the future that serves until
+    /// `shutdown` is cancelled. Dropping the outputs when done is what lets the
+    /// pipelines downstream drain and end.
+    fn start(
+        self: Box<Self>,
+        outputs: Outputs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Running, BuildError>>;
+}
+
+/// The consumers a receiver sends to, one per signal that some pipeline takes from it.
+#[derive(Clone, Default)]
+pub struct Outputs {
+    by_signal: [Option<Consumer>; 3],
+}
+
+impl Outputs {
+    pub fn set(&mut self, c: Consumer) {
+        let i = c.signal().index();
+        self.by_signal[i] = Some(c);
+    }
+
+    pub fn get(&self, s: Signal) -> Option<&Consumer> {
+        self.by_signal[s.index()].as_ref()
+    }
+}
+
+/// Transforms batches between receivers and exporters.
+///
+/// A processor runs inside its pipeline's task, so `process` is synchronous and must
+/// not block; a processor that needs I/O spawns it. A processor that holds data back
+/// (batching) reports when it next wants to run through [`Processor::deadline`].
+pub trait Processor: Send {
+    /// Takes one batch and pushes what should continue down the pipeline into `out`.
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>);
+
+    /// When [`Processor::flush`] should next be called, if the processor holds data.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Emits held data that is due, or all of it when `force` (at shutdown).
+    fn flush(&mut self, _force: bool, _out: &mut Vec<Batch>) {}
+}
+
+/// Why one export attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExportError {
+    /// Worth trying again, after `retry_after` when the peer said how long to wait.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again cannot help (the peer rejected the data).
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl ExportError {
+    pub fn retryable(message: impl Into<String>) -> ExportError {
+        ExportError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> ExportError {
+        ExportError::Permanent {
+            message: message.into(),
+        }
+    }
+}
+
+/// Turns pipeline data into requests to the outside world. The shared sending machinery
+/// ([`crate::pipeline::sending`]) gives every exporter the same bounded queue,
+/// concurrency, per-request timeout, retry with backoff and counters.
+pub trait Exporter: Send + Sync + 'static {
+    /// Delivers one payload. The future must be `'static`: clone what it needs.
+    fn export(&self, payload: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>>;
+
+    /// Flushes and closes, after the last export finished.
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Reads one component's table (`[receivers.X]`, ...) into its checked configuration.
+pub type ParseFn<T> = fn(&Source, &ComponentId) -> Result<Arc<T>, ConfigError>;
+
+/// The table from configuration type names to components. The built-in one is
+/// [`crate::registry::builtin`]; tests may add their own components to it.
+#[derive(Clone, Default)]
+pub struct Registry {
+    pub receivers: Vec<(&'static str, ParseFn<dyn ReceiverConfig>)>,
+    pub processors: Vec<(&'static str, ParseFn<dyn ProcessorConfig>)>,
+    pub exporters: Vec<(&'static str, ParseFn<dyn ExporterConfig>)>,
+}
+
+impl Registry {
+    pub fn receiver(&self, ty: &str) -> Option<ParseFn<dyn ReceiverConfig>> {
+        self.receivers
+            .iter()
+            .find(|(n, _)| *n == ty)
+            .map(|(_, f)| *f)
+    }
+
+    pub fn processor(&self, ty: &str) -> Option<ParseFn<dyn ProcessorConfig>> {
+        self.processors
+            .iter()
+            .find(|(n, _)| *n == ty)
+            .map(|(_, f)| *f)
+    }
+
+    pub fn exporter(&self, ty: &str) -> Option<ParseFn<dyn ExporterConfig>> {
+        self.exporters
+            .iter()
+            .find(|(n, _)| *n == ty)
+            .map(|(_, f)| *f)
+    }
+
+    pub fn known_types(&self, kind: Kind) -> Vec<&'static str> {
+        match kind {
+            Kind::Receiver => self.receivers.iter().map(|(n, _)| *n).collect(),
+            Kind::Processor => self.processors.iter().map(|(n, _)| *n).collect(),
+            Kind::Exporter => self.exporters.iter().map(|(n, _)| *n).collect(),
+        }
     }
 }
 

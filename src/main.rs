@@ -61,23 +61,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format, &cli.log_level);
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
-            Ok(cfg) => {
-                println!(
-                    "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
-                    config.display(),
-                    cfg.receivers.len(),
-                    cfg.processors.len(),
-                    cfg.exporters.len(),
-                    cfg.pipelines.len()
-                );
-                ExitCode::SUCCESS
+        Command::Validate { config } => {
+            match Config::load(&config, &tradewatch::registry::builtin()) {
+                Ok(cfg) => {
+                    println!(
+                        "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
+                        config.display(),
+                        cfg.receivers.len(),
+                        cfg.processors.len(),
+                        cfg.exporters.len(),
+                        cfg.pipelines.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Run { config } => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -89,7 +91,8 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
-    let cfg = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let cfg = Config::load(&path, &tradewatch::registry::builtin())
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tradewatch")

@@ -12,8 +12,10 @@ mod units;
 pub use secret::Secret;
 pub use units::{HumanDuration, HumanSize};
 
-use crate::component::{ComponentId, Kind, PipelineId, Signal};
-use crate::registry::{self, ExporterConfig, ProcessorConfig, ReceiverConfig};
+use crate::component::{
+    ComponentId, ExporterConfig, Kind, ParseFn, PipelineId, ProcessorConfig, ReceiverConfig,
+    Registry, Signal,
+};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -385,12 +387,22 @@ struct RawService {
     data_dir: Option<PathBuf>,
     #[serde(default = "default_shutdown_timeout")]
     shutdown_timeout: HumanDuration,
+    /// Bytes of data held in pipelines and sending queues before receivers push back.
+    #[serde(default = "default_memory_limit")]
+    memory_limit: HumanSize,
     #[serde(default)]
     pipelines: BTreeMap<Spanned<String>, Spanned<RawPipeline>>,
 }
 
 fn default_service_http() -> Option<Spanned<String>> {
     Some(Spanned::new(0..0, "127.0.0.1:13133".to_owned()))
+}
+
+/// Sized for a small VM next to a bot; gateways raise it.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 512 * 1024 * 1024;
+
+fn default_memory_limit() -> HumanSize {
+    HumanSize(DEFAULT_MEMORY_LIMIT)
 }
 
 fn default_shutdown_timeout() -> HumanDuration {
@@ -426,6 +438,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// How long shutdown may take to drain queues and flush before giving up.
     pub shutdown_timeout: std::time::Duration,
+    /// Bytes held in pipelines and sending queues past which receivers push back.
+    pub memory_limit: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -444,6 +458,23 @@ pub struct Config {
     pub processors: BTreeMap<ComponentId, Arc<dyn ProcessorConfig>>,
     pub exporters: BTreeMap<ComponentId, Arc<dyn ExporterConfig>>,
     pub pipelines: Vec<PipelineConfig>,
+    /// `critical = true|false` as written in a component's table; see [`Config::is_critical`].
+    pub critical: BTreeMap<(Kind, ComponentId), bool>,
+}
+
+impl Config {
+    /// Whether a failure of this component makes the service UNHEALTHY (else DEGRADED):
+    /// the component's `critical` key, else the component's own default (exporters may
+    /// say), else true.
+    pub fn is_critical(&self, kind: Kind, id: &ComponentId) -> bool {
+        if let Some(c) = self.critical.get(&(kind, id.clone())) {
+            return *c;
+        }
+        match kind {
+            Kind::Exporter => self.exporters.get(id).is_none_or(|e| e.critical()),
+            _ => true,
+        }
+    }
 }
 
 impl fmt::Debug for Config {
@@ -460,11 +491,13 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        Config::from_source(&Source::load(path)?)
+    /// Reads and checks `path`, building components from `registry`
+    /// (`crate::registry::builtin()` for the ones tradewatch ships).
+    pub fn load(path: &Path, registry: &Registry) -> Result<Config, ConfigErrors> {
+        Config::from_source(&Source::load(path)?, registry)
     }
 
-    pub fn from_source(src: &Source) -> Result<Config, ConfigErrors> {
+    pub fn from_source(src: &Source, registry: &Registry) -> Result<Config, ConfigErrors> {
         let raw: RawDoc = toml::from_str(&src.text).map_err(|e| src.toml_error(e, ""))?;
         let mut errors = Vec::new();
         let mut cfg = Config {
@@ -478,7 +511,9 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("data")),
                 shutdown_timeout: raw.service.get_ref().shutdown_timeout.get(),
+                memory_limit: raw.service.get_ref().memory_limit.0,
             },
+            critical: BTreeMap::new(),
             receivers: BTreeMap::new(),
             processors: BTreeMap::new(),
             exporters: BTreeMap::new(),
@@ -502,7 +537,8 @@ impl Config {
             src,
             &raw.receivers,
             Kind::Receiver,
-            registry::receiver,
+            registry,
+            Registry::receiver,
             &mut cfg.receivers,
             &mut errors,
         );
@@ -510,7 +546,8 @@ impl Config {
             src,
             &raw.processors,
             Kind::Processor,
-            registry::processor,
+            registry,
+            Registry::processor,
             &mut cfg.processors,
             &mut errors,
         );
@@ -518,7 +555,8 @@ impl Config {
             src,
             &raw.exporters,
             Kind::Exporter,
-            registry::exporter,
+            registry,
+            Registry::exporter,
             &mut cfg.exporters,
             &mut errors,
         );
@@ -667,7 +705,8 @@ fn parse_components<T: ?Sized>(
     src: &Source,
     table: &BTreeMap<Spanned<String>, IgnoredAny>,
     kind: Kind,
-    lookup: fn(&str) -> Option<registry::ParseFn<T>>,
+    registry: &Registry,
+    lookup: fn(&Registry, &str) -> Option<ParseFn<T>>,
     out: &mut BTreeMap<ComponentId, Arc<T>>,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -680,8 +719,12 @@ fn parse_components<T: ?Sized>(
                 continue;
             }
         };
-        let Some(parse) = lookup(id.type_name()) else {
-            errors.push(src.error_at(Some(name.span()), &path, unknown_type(kind, id.type_name())));
+        let Some(parse) = lookup(registry, id.type_name()) else {
+            errors.push(src.error_at(
+                Some(name.span()),
+                &path,
+                unknown_type(registry, kind, id.type_name()),
+            ));
             continue;
         };
         match parse(src, &id) {
@@ -693,8 +736,8 @@ fn parse_components<T: ?Sized>(
     }
 }
 
-fn unknown_type(kind: Kind, ty: &str) -> String {
-    let known = registry::known_types(kind).join(", ");
+fn unknown_type(registry: &Registry, kind: Kind, ty: &str) -> String {
+    let known = registry.known_types(kind).join(", ");
     format!(
         "unknown {} type {ty:?} (known types: {known})",
         kind.as_str()

@@ -1,12 +1,12 @@
 //! `debug`: prints what passes to stderr — a one-line summary per batch, or every
 //! record as OTLP/JSON with `verbosity = "detailed"`.
 
-use super::sending::SendingSettings;
-use super::{ExportError, Exporter};
+use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
+use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, Source};
+use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::Payload;
-use crate::registry::{BuildContext, BuildError, ExporterConfig};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::io::Write;

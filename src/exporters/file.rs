@@ -1,12 +1,12 @@
 //! `file`: writes each export request as one OTLP/JSON line, for inspection and tests.
 
-use super::sending::SendingSettings;
-use super::{ExportError, Exporter};
+use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
+use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, Source};
 use crate::pipeline::data::Decoded;
+use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::Payload;
-use crate::registry::{BuildContext, BuildError, ExporterConfig};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::fs::{File, OpenOptions};

@@ -1,12 +1,12 @@
 //! `nop`: accepts and discards everything. Its `sent_items` counter says how much; it
 //! exists for benchmarks and for pipelines whose only purpose is a side effect.
 
-use super::sending::SendingSettings;
-use super::{ExportError, Exporter};
+use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
+use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, Source};
+use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::Payload;
-use crate::registry::{BuildContext, BuildError, ExporterConfig};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::sync::Arc;

@@ -7,16 +7,18 @@
 //! is dropped on the way.
 
 pub mod ack;
+pub mod alerts;
 pub mod controls;
 pub mod data;
+pub mod sending;
 pub mod topology;
 
 pub use ack::{Ack, AckWaiter, Delivery};
 pub use data::{Batch, Payload};
 
+use crate::component::Processor;
 use crate::component::{PipelineId, Signal};
-use crate::exporters::sending::{ExportItem, ExporterHandle};
-use crate::processors::Processor;
+use crate::pipeline::sending::{ExportItem, ExporterHandle};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;

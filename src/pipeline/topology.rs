@@ -6,14 +6,13 @@
 //! downstream is ready. Shutdown runs the other way: receivers stop accepting, pipelines
 //! drain and flush, exporters empty their queues, all within one deadline.
 
+use crate::component::{BuildContext, BuildError, Outputs, Receiver};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::Config;
-use crate::exporters::sending::{self, ExporterHandle};
+use crate::pipeline::alerts::AlertSink;
 use crate::pipeline::controls::Controls;
+use crate::pipeline::sending::{self, ExporterHandle};
 use crate::pipeline::{Batch, Consumer, PipelineRunner};
-use crate::receivers::alerts::AlertSink;
-use crate::receivers::{Outputs, Receiver};
-use crate::registry::{BuildContext, BuildError};
 use crate::service::health::{State, Telemetry};
 use crate::state::StateDir;
 use std::collections::BTreeMap;
@@ -62,24 +61,8 @@ impl Topology {
             &[],
         );
         service_health.set_state(State::Ok);
-        let has_alerts_receiver = cfg
-            .pipelines
-            .iter()
-            .flat_map(|p| &p.receivers)
-            .any(|id| id.type_name() == "alerts");
         let (alert_sink, alert_rx) = AlertSink::new(4096, lost);
         let alert_queue = Arc::new(Mutex::new(Some(alert_rx)));
-        if !has_alerts_receiver {
-            // Nobody routes alerts: log each one so none is lost silently.
-            let mut rx = alert_queue.lock().ok().and_then(|mut g| g.take());
-            tokio::spawn(async move {
-                if let Some(rx) = rx.as_mut() {
-                    while let Some(a) = rx.recv().await {
-                        tracing::warn!(alert = %a.name, severity = ?a.severity, state = ?a.state, summary = %a.summary, "alert raised (no alerts receiver configured)");
-                    }
-                }
-            });
-        }
 
         let ctx = |kind: Kind, id: &ComponentId, critical: bool| BuildContext {
             id: id.clone(),
@@ -98,7 +81,24 @@ impl Topology {
             if !cfg.pipelines.iter().any(|p| p.receivers.contains(id)) {
                 continue;
             }
-            receivers.insert(id.clone(), rc.build(&ctx(Kind::Receiver, id, true))?);
+            receivers.insert(
+                id.clone(),
+                rc.build(&ctx(
+                    Kind::Receiver,
+                    id,
+                    cfg.is_critical(Kind::Receiver, id),
+                ))?,
+            );
+        }
+
+        // Nobody took the alert queue (no pipeline routes alerts): log each alert so none
+        // is lost silently.
+        if let Some(mut rx) = alert_queue.lock().ok().and_then(|mut g| g.take()) {
+            tokio::spawn(async move {
+                while let Some(a) = rx.recv().await {
+                    tracing::warn!(alert = %a.name, severity = a.severity.as_str(), state = ?a.state, summary = %a.summary, "alert raised (no pipeline routes alerts)");
+                }
+            });
         }
 
         // 2. Exporters' sending loops.
@@ -108,7 +108,7 @@ impl Topology {
             if !cfg.pipelines.iter().any(|p| p.exporters.contains(id)) {
                 continue;
             }
-            let c = ctx(Kind::Exporter, id, ec.critical());
+            let c = ctx(Kind::Exporter, id, cfg.is_critical(Kind::Exporter, id));
             let exporter = ec.build(&c)?;
             let (handle, task) =
                 sending::spawn(exporter, &ec.sending(), c.health.clone(), hard_stop.clone());
@@ -123,9 +123,12 @@ impl Topology {
             let mut processors = Vec::new();
             for pid in &p.processors {
                 let pc = &cfg.processors[pid];
-                processors.push(pc.build(p.id.signal, &ctx(Kind::Processor, pid, true))?);
+                processors.push(pc.build(
+                    p.id.signal,
+                    &ctx(Kind::Processor, pid, cfg.is_critical(Kind::Processor, pid)),
+                )?);
                 telemetry
-                    .component(Kind::Processor, pid, true)
+                    .component(Kind::Processor, pid, cfg.is_critical(Kind::Processor, pid))
                     .set_state(State::Ok);
             }
             let (tx, rx) = mpsc::channel(p.capacity);
@@ -154,7 +157,8 @@ impl Topology {
         // 4. Receivers start last.
         let mut running = Vec::new();
         for (id, receiver) in receivers {
-            let health = telemetry.component(Kind::Receiver, &id, true);
+            let health =
+                telemetry.component(Kind::Receiver, &id, cfg.is_critical(Kind::Receiver, &id));
             let mut outputs = Outputs::default();
             let mut by_signal: BTreeMap<Signal, Vec<mpsc::Sender<Batch>>> = BTreeMap::new();
             for (s, tx) in inputs.remove(&id).unwrap_or_default() {

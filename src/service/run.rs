@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Build(#[from] crate::registry::BuildError),
+    Build(#[from] crate::component::BuildError),
     #[error("cannot serve the service endpoint on {addr}: {source}")]
     ServiceEndpoint {
         addr: std::net::SocketAddr,

@@ -2,8 +2,8 @@
 //! request bytes as they are.
 
 use super::{Compression, OtlpExporterConfig, Transport};
+use crate::component::ExportError;
 use crate::component::Signal;
-use crate::exporters::ExportError;
 use crate::otlp::RpcStatus;
 use bytes::{BufMut, Bytes};
 use futures_util::future::BoxFuture;

@@ -1,8 +1,8 @@
 //! The HTTP/protobuf transport.
 
 use super::{Compression, OtlpExporterConfig, Transport};
+use crate::component::ExportError;
 use crate::component::Signal;
-use crate::exporters::ExportError;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use reqwest::header::{

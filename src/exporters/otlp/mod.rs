@@ -8,12 +8,12 @@
 mod grpc;
 mod http;
 
-use super::sending::{QueueConfig, RetryConfig, SendingSettings};
-use super::{ExportError, Exporter};
+use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
+use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
+use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
-use crate::registry::{BuildContext, BuildError, ExporterConfig};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::collections::BTreeMap;

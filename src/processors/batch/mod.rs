@@ -5,11 +5,11 @@
 //! fields concatenate), once, when the batch is sent: batching costs one copy of each
 //! request, not a decode and an encode.
 
+use crate::component::Processor;
+use crate::component::{BuildContext, BuildError, ProcessorConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, HumanDuration, Source};
 use crate::pipeline::{Ack, Batch, Payload};
-use crate::processors::Processor;
-use crate::registry::{BuildContext, BuildError, ProcessorConfig};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;

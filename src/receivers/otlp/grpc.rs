@@ -2,8 +2,8 @@
 //! and validated by the wire scanner, so the hot path allocates one buffer per request.
 
 use super::{Intake, Rejection};
+use crate::component::Running;
 use crate::component::Signal;
-use crate::receivers::Running;
 use crate::service::health::{ComponentHealth, State};
 use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;

@@ -3,10 +3,10 @@
 //! `google.rpc.Status` in the request's own encoding, as the OTLP spec asks.
 
 use super::{Intake, Rejection};
+use crate::component::Running;
 use crate::component::Signal;
 use crate::otlp::RpcStatus;
 use crate::pipeline::Payload;
-use crate::receivers::Running;
 use crate::service::health::{ComponentHealth, State};
 use axum::body::Body;
 use axum::extract::State as AxState;

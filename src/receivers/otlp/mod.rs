@@ -8,11 +8,11 @@
 mod grpc;
 mod http;
 
+use crate::component::{BuildContext, BuildError, ReceiverConfig};
 use crate::component::{ComponentId, Kind, Signal};
+use crate::component::{Outputs, Receiver, Running};
 use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Secret, Source};
 use crate::pipeline::{Ack, Batch, Delivery, Payload, Refused};
-use crate::receivers::{Outputs, Receiver, Running};
-use crate::registry::{BuildContext, BuildError, ReceiverConfig};
 use crate::service::health::ComponentHealth;
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;

@@ -7,8 +7,7 @@
 //! deadline), `retries` (attempts that were retried), plus `queue_size` and
 //! `queue_capacity` gauges.
 
-use super::{ExportError, Exporter};
-use crate::component::Signal;
+use crate::component::{ExportError, Exporter, Signal};
 use crate::config::HumanDuration;
 use crate::pipeline::ack::{fail_all, Ack};
 use crate::pipeline::Payload;
