@@ -540,6 +540,16 @@ pub fn spawn(
         // Requests in flight; shutdown waits for them so that each one ends counted.
         let in_flight = TaskTracker::new();
         loop {
+            // A sender is free before an item is taken, so everything not in flight
+            // stays in the queue, where `drop_oldest` can reach it.
+            let permit = tokio::select! {
+                biased;
+                _ = hard_stop.cancelled() => break,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let item = tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => break,
@@ -549,16 +559,6 @@ pub fn spawn(
                 },
             };
             counters.queue_size.dec();
-            let permit = tokio::select! {
-                _ = hard_stop.cancelled() => {
-                    counters.drop_item(item, "shutdown deadline reached");
-                    break;
-                }
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let svc = service.clone();
             let counters = counters.clone();
             let health = health.clone();
