@@ -180,6 +180,9 @@ exporters = ["otlp/b"]
         a.metric("tradewatch_receiver_refused_items_total{receiver=\"otlp\",signal=\"logs\"}"),
         refused as f64
     );
+    let status = a.status();
+    assert_eq!(status["service"]["memory_limit_bytes"], LIMIT_MIB << 20);
+    assert!(status["service"]["memory_used_bytes"].as_u64() <= Some(LIMIT_MIB << 20));
     let peak_stuck = vm_hwm_kib(pid);
 
     // The downstream returns: everything accepted arrives, and the memory is released.

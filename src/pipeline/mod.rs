@@ -254,3 +254,55 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    fn payload(len: usize) -> Payload {
+        Payload::Encoded {
+            signal: Signal::Logs,
+            bytes: vec![0; len].into(),
+            items: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn consume_reserves_each_pipeline_copy_and_refuses_past_the_limit() {
+        let budget = MemoryBudget::new(800, Gauge::default());
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let (tx2, mut rx2) = mpsc::channel(8);
+        let refused = Counter::default();
+        let c = Consumer::new(
+            Signal::Logs,
+            vec![tx1, tx2],
+            budget.clone(),
+            Duration::from_millis(20),
+            Counter::default(),
+            refused.clone(),
+        );
+        c.consume(Batch::new(payload(300))).await.unwrap();
+        assert_eq!(budget.used(), 600);
+        let (b1, b2) = (rx1.recv().await.unwrap(), rx2.recv().await.unwrap());
+        assert_eq!((b1.lease.bytes(), b2.lease.bytes()), (300, 300));
+        // 600 more would pass the limit: refused after the wait, nothing half-sent.
+        assert_eq!(c.consume(Batch::new(payload(300))).await, Err(Refused::Full));
+        assert_eq!(refused.get(), 1);
+        assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err());
+        assert_eq!(budget.used(), 600);
+        // One pipeline done with its copy is not enough; both are.
+        drop(b1);
+        assert_eq!(c.consume(Batch::new(payload(300))).await, Err(Refused::Full));
+        drop(b2);
+        assert_eq!(budget.used(), 0);
+        c.consume(Batch::new(payload(300))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_empty_payload_is_delivered_without_an_exporter() {
+        let (ack, waiter) = Ack::new();
+        export(&[], Batch::with_ack(payload(0), ack)).await;
+        assert_eq!(waiter.wait().await, Delivery::Delivered);
+    }
+}
