@@ -109,9 +109,8 @@ fn a_dead_channel_with_drop_oldest_never_delays_the_healthy_one() {
         );
     }
     assert!(hole.accepted() >= 1, "the dead channel is connected");
-    let dropped = c.metric(
-        "tradewatch_exporter_dropped_items_total{exporter=\"otlp/dead\",signal=\"logs\"}",
-    );
+    let dropped =
+        c.metric("tradewatch_exporter_dropped_items_total{exporter=\"otlp/dead\",signal=\"logs\"}");
     // 30 batches: at most one in flight and two queued; the rest were dropped, oldest first.
     assert!(dropped >= (27 * RECORDS) as f64, "{dropped} dropped");
     assert_eq!(
@@ -138,7 +137,10 @@ fn a_dead_channel_with_block_makes_the_pipeline_push_back() {
         }
     }
     let i = pushed_back.expect("the receiver pushed back once the dead channel's queue filled");
-    assert!(i >= 3, "pushed back only once the queue was full (request {i})");
+    assert!(
+        i >= 3,
+        "pushed back only once the queue was full (request {i})"
+    );
     assert!(
         c.metric("tradewatch_receiver_refused_items_total{receiver=\"otlp\",signal=\"logs\"}")
             >= RECORDS as f64
@@ -149,10 +151,10 @@ fn a_dead_channel_with_block_makes_the_pipeline_push_back() {
 fn an_unknown_on_full_is_refused_with_its_location() {
     let text = config(free_port(), free_port(), free_port(), "sometimes");
     let src = Source::from_text("alerts.toml".into(), &text, &|_| None).expect("TOML parses");
-    let err = Config::from_source(&src, &tradewatch::registry::builtin())
-        .err()
-        .expect("on_full = \"sometimes\" is refused")
-        .to_string();
+    let Err(err) = Config::from_source(&src, &tradewatch::registry::builtin()) else {
+        panic!("on_full = \"sometimes\" is refused");
+    };
+    let err = err.to_string();
     let line = text
         .lines()
         .position(|l| l.starts_with("on_full"))
@@ -160,5 +162,8 @@ fn an_unknown_on_full_is_refused_with_its_location() {
         + 1;
     assert!(err.contains(&format!("alerts.toml:{line}:")), "{err}");
     assert!(err.contains("on_full"), "{err}");
-    assert!(err.contains("drop_oldest"), "the message lists the choices: {err}");
+    assert!(
+        err.contains("drop_oldest"),
+        "the message lists the choices: {err}"
+    );
 }

@@ -19,13 +19,13 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tradewatch::component::{
     BuildContext, BuildError, ComponentId, ExportError, Exporter, ExporterConfig, Kind, Signal,
 };
 use tradewatch::config::{component_config, Config, ConfigError, Source};
 use tradewatch::pipeline::sending::SendingSettings;
 use tradewatch::pipeline::Payload;
-use tokio_util::sync::CancellationToken;
 
 /// `[exporters.panicky]`: panics on a batch of exactly one item, delivers the rest.
 #[derive(serde::Deserialize)]
@@ -185,12 +185,13 @@ exporters = ["nop"]
     let st = status(&http, service).await;
     let exporter = component(&st, "exporter", "panicky");
     assert_eq!(exporter["state"], "failed", "{exporter}");
-    let message = exporter["last_error"]["message"].as_str().unwrap_or_default();
+    let message = exporter["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(message.contains("poison batch: a lone span"), "{message}");
     assert_eq!(exporter["counters"]["panics"], 2, "{exporter}");
     assert_eq!(
-        exporter["counters"]["send_failed_items{signal=\"traces\"}"],
-        2,
+        exporter["counters"]["send_failed_items{signal=\"traces\"}"], 2,
         "{exporter}"
     );
     assert_eq!(st["status"], "UNHEALTHY", "a critical exporter failed");

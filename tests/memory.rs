@@ -170,7 +170,10 @@ exporters = ["otlp/b"]
             t.await.expect("client task");
         }
     });
-    let (accepted, refused) = (accepted.load(Ordering::Acquire), refused.load(Ordering::Acquire));
+    let (accepted, refused) = (
+        accepted.load(Ordering::Acquire),
+        refused.load(Ordering::Acquire),
+    );
     eprintln!("accepted {accepted} records, refused {refused}");
     assert!(refused > 0, "the receiver pushed back");
     assert!(accepted > 0, "the receiver took what fit");
@@ -188,10 +191,14 @@ exporters = ["otlp/b"]
     // The downstream returns: everything accepted arrives, and the memory is released.
     hole.close();
     let b = start_b(hole.port, b_service);
-    common::eventually(Duration::from_secs(60), "A delivered all it accepted", || {
-        a.metric("tradewatch_exporter_sent_items_total{exporter=\"otlp/b\",signal=\"logs\"}")
-            >= accepted as f64
-    });
+    common::eventually(
+        Duration::from_secs(60),
+        "A delivered all it accepted",
+        || {
+            a.metric("tradewatch_exporter_sent_items_total{exporter=\"otlp/b\",signal=\"logs\"}")
+                >= accepted as f64
+        },
+    );
     assert_eq!(
         b.metric("tradewatch_receiver_accepted_items_total{receiver=\"otlp\",signal=\"logs\"}"),
         accepted as f64,

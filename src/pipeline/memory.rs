@@ -173,7 +173,10 @@ mod tests {
         assert!(b.reserve(60, soon).await.is_none());
         let waiter = tokio::spawn({
             let b = b.clone();
-            async move { b.reserve(60, Instant::now() + Duration::from_secs(10)).await }
+            async move {
+                b.reserve(60, Instant::now() + Duration::from_secs(10))
+                    .await
+            }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(a);

@@ -287,13 +287,19 @@ mod tests {
         let (b1, b2) = (rx1.recv().await.unwrap(), rx2.recv().await.unwrap());
         assert_eq!((b1.lease.bytes(), b2.lease.bytes()), (300, 300));
         // 600 more would pass the limit: refused after the wait, nothing half-sent.
-        assert_eq!(c.consume(Batch::new(payload(300))).await, Err(Refused::Full));
+        assert_eq!(
+            c.consume(Batch::new(payload(300))).await,
+            Err(Refused::Full)
+        );
         assert_eq!(refused.get(), 1);
         assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err());
         assert_eq!(budget.used(), 600);
         // One pipeline done with its copy is not enough; both are.
         drop(b1);
-        assert_eq!(c.consume(Batch::new(payload(300))).await, Err(Refused::Full));
+        assert_eq!(
+            c.consume(Batch::new(payload(300))).await,
+            Err(Refused::Full)
+        );
         drop(b2);
         assert_eq!(budget.used(), 0);
         c.consume(Batch::new(payload(300))).await.unwrap();

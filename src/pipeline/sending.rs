@@ -180,7 +180,8 @@ struct Counters {
 
 impl Counters {
     fn new(health: &ComponentHealth, queue_capacity: usize) -> Counters {
-        let mk = |s: Signal| SignalCounters {
+        let mk = |s: Signal| {
+            SignalCounters {
             sent: health.counter(
                 "sent_items",
                 "Items delivered by the exporter",
@@ -196,6 +197,7 @@ impl Counters {
                 "Items dropped from a full queue (on_full = \"drop_oldest\") or abandoned in it at the shutdown deadline",
                 &[("signal", s.as_str())],
             ),
+        }
         };
         let cap = health.gauge("queue_capacity", "Batches the sending queue can hold", &[]);
         cap.set(queue_capacity as i64);
@@ -345,7 +347,8 @@ impl ExporterHandle {
                     st.items.push_back(item);
                     drop(st);
                     if let Some(old) = oldest {
-                        self.counters.drop_item(old, "sending queue full (on_full = drop_oldest)");
+                        self.counters
+                            .drop_item(old, "sending queue full (on_full = drop_oldest)");
                     }
                     return;
                 }
@@ -764,7 +767,11 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_exporter_fails_the_batch_and_keeps_serving() {
         let t = Telemetry::new();
-        let health = t.component(Kind::Exporter, &ComponentId::parse("panicky").unwrap(), true);
+        let health = t.component(
+            Kind::Exporter,
+            &ComponentId::parse("panicky").unwrap(),
+            true,
+        );
         let (handle, task) = spawn(
             Arc::new(Panicky),
             &settings(),
@@ -839,7 +846,10 @@ mod tests {
                 break;
             }
         }
-        assert!(blocked, "a full queue with on_full = block makes the sender wait");
+        assert!(
+            blocked,
+            "a full queue with on_full = block makes the sender wait"
+        );
         hard_stop.cancel();
         drop(handle);
         task.await.unwrap();
