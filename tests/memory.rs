@@ -97,7 +97,7 @@ pushback_wait = "200ms"
 [exporters."otlp/b"]
 endpoint = "http://127.0.0.1:{b}"
 protocol = "http"
-timeout = "3s"
+timeout = "20s"
 
 [exporters."otlp/b".retry_on_failure]
 initial_interval = "100ms"
