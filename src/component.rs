@@ -8,6 +8,7 @@
 use crate::config::{ConfigError, Source};
 use crate::pipeline::alerts::{AlertQueue, AlertSink};
 use crate::pipeline::controls::Controls;
+use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::{Batch, Consumer, Payload};
 use crate::service::health::{ComponentHealth, Telemetry};
@@ -189,6 +190,10 @@ pub struct BuildContext {
     pub alert_queue: AlertQueue,
     /// Cancelled when the service begins to shut down.
     pub shutdown: CancellationToken,
+    /// The service's memory budget (`[service] memory_limit`). Receivers' consumers
+    /// reserve in it; a component that reads data itself (a log tail) can reserve before
+    /// reading and put the lease on its batch.
+    pub memory: Arc<MemoryBudget>,
 }
 
 #[derive(Debug, thiserror::Error)]

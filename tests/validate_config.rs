@@ -308,7 +308,7 @@ fn cases() -> Vec<Case> {
             ]),
             at: "num_consumerz",
             key: "exporters.\"otlp/j\".sending_queue.num_consumerz",
-            message: "unknown field `num_consumerz`, expected `queue_size` or `num_consumers`",
+            message: "unknown field `num_consumerz`, expected one of `queue_size`, `num_consumers`, `on_full`",
             key_today: None,
         },
         Case {

@@ -1,14 +1,20 @@
-//! Delivery acknowledgements.
+//! Delivery acknowledgements, failing closed.
 //!
-//! A batch may carry [`Ack`]s. Every copy of the batch that fans out to an exporter holds
-//! a clone; when the last clone is dropped, the waiter learns whether every exporter
-//! delivered it or at least one gave up. A log tail advances its checkpoint only on
-//! `Delivered`, which is what makes tailing exactly-once across restarts.
+//! A batch may carry [`Ack`]s. Every copy of the batch (one per pipeline, one per
+//! exporter) holds its own share, a clone. The waiter learns `Delivered` only when every
+//! share was settled with [`Ack::delivered`]; a share dropped without that (an exporter
+//! that gave up, a panic in a processor or exporter, a batch abandoned at the shutdown
+//! deadline, a runtime torn down) makes the whole `GaveUp`. A log tail advances its
+//! checkpoint only on `Delivered`, so a bug or a crash can delay data but never skip it.
+//!
+//! For component authors: an exporter's sending loop settles its share when the export
+//! succeeded; a processor that drops data on purpose (a filter) settles it with
+//! [`crate::pipeline::Batch::filtered`]; a processor that merges batches moves their
+//! acks into the merged batch. Anything else needs no code: dropping is failing.
 //!
 //! At shutdown a receiver may wait for its outstanding acks before it returns: the
 //! pipelines downstream keep running (and batches still flush on their timeout) until
-//! the receiver drops its outputs. Data a processor filters out resolves as `Delivered`
-//! unless the processor calls [`Ack::fail`].
+//! the receiver drops its outputs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,16 +22,19 @@ use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Every exporter the data went to delivered it.
+    /// Every holder of the data said it was delivered (or filtered on purpose).
     Delivered,
-    /// At least one exporter gave up (permanent error, retries exhausted, dropped at the
-    /// shutdown deadline), or a processor failed the data on purpose.
+    /// At least one holder gave up or was dropped without settling.
     GaveUp,
 }
 
-/// One holder's share of an acknowledgement. Clone it for each copy of the data.
-#[derive(Clone, Debug)]
-pub struct Ack(Arc<AckState>);
+/// One holder's share of an acknowledgement. Clone it for each copy of the data; settle
+/// each share with [`Ack::delivered`], or drop it to fail the whole.
+#[derive(Debug)]
+pub struct Ack {
+    state: Arc<AckState>,
+    settled: bool,
+}
 
 #[derive(Debug)]
 struct AckState {
@@ -46,26 +55,52 @@ impl Drop for AckState {
     }
 }
 
+impl Clone for Ack {
+    /// A new, unsettled share.
+    fn clone(&self) -> Ack {
+        Ack {
+            state: self.state.clone(),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.state.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl Ack {
     /// Creates an acknowledgement and the waiter that learns its outcome.
     pub fn new() -> (Ack, AckWaiter) {
         let (tx, rx) = oneshot::channel();
         (
-            Ack(Arc::new(AckState {
-                failed: AtomicBool::new(false),
-                tx: Mutex::new(Some(tx)),
-            })),
+            Ack {
+                state: Arc::new(AckState {
+                    failed: AtomicBool::new(false),
+                    tx: Mutex::new(Some(tx)),
+                }),
+                settled: false,
+            },
             AckWaiter(rx),
         )
     }
 
-    /// Marks the data as not delivered by this holder; the outcome becomes `GaveUp`.
-    pub fn fail(&self) {
-        self.0.failed.store(true, Ordering::Release);
+    /// This holder delivered its copy (or dropped it on purpose).
+    pub fn delivered(mut self) {
+        self.settled = true;
     }
 }
 
-/// Resolves when every clone of the matching [`Ack`] is gone.
+/// Settles every share in a set as delivered.
+pub fn delivered_all(acks: Vec<Ack>) {
+    acks.into_iter().for_each(Ack::delivered);
+}
+
+/// Resolves when every share of the matching [`Ack`] is gone.
 pub struct AckWaiter(oneshot::Receiver<Delivery>);
 
 impl AckWaiter {
@@ -75,37 +110,71 @@ impl AckWaiter {
     }
 }
 
-/// Marks every ack in a set as failed (used when data is dropped on purpose).
-pub fn fail_all(acks: &[Ack]) {
-    for a in acks {
-        a.fail();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn fires_when_every_clone_is_gone() {
+    async fn delivered_when_every_share_says_so() {
         let (ack, waiter) = Ack::new();
         let a2 = ack.clone();
         let a3 = ack.clone();
-        drop(ack);
-        drop(a2);
+        ack.delivered();
+        a2.delivered();
         let mut waiter = Box::pin(waiter.wait());
         assert!(futures_util::poll!(&mut waiter).is_pending());
-        drop(a3);
+        a3.delivered();
         assert_eq!(waiter.await, Delivery::Delivered);
     }
 
     #[tokio::test]
-    async fn one_failure_fails_the_whole() {
+    async fn a_share_dropped_unsettled_fails_the_whole() {
         let (ack, waiter) = Ack::new();
         let a2 = ack.clone();
-        a2.fail();
         drop(a2);
-        drop(ack);
+        ack.delivered();
         assert_eq!(waiter.wait().await, Delivery::GaveUp);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_holding_a_share_fails_it() {
+        let (ack, waiter) = Ack::new();
+        let holder = ack.clone();
+        ack.delivered();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = holder;
+            panic!("processor bug");
+        }));
+        assert!(r.is_err());
+        assert_eq!(waiter.wait().await, Delivery::GaveUp);
+    }
+
+    #[tokio::test]
+    async fn a_task_aborted_while_holding_a_share_fails_it() {
+        let (ack, waiter) = Ack::new();
+        let task = tokio::spawn(async move {
+            let _held = ack;
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        let _ = task.await;
+        assert_eq!(waiter.wait().await, Delivery::GaveUp);
+    }
+
+    #[test]
+    fn a_runtime_torn_down_fails_what_its_tasks_held() {
+        let (ack, waiter) = Ack::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.spawn(async move {
+            let _held = ack;
+            std::future::pending::<()>().await;
+        });
+        drop(rt);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(waiter.wait()), Delivery::GaveUp);
     }
 }

@@ -18,7 +18,8 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 use std::borrow::Cow;
 
-use super::ack::Ack;
+use super::ack::{delivered_all, Ack};
+use super::memory::Lease;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -224,11 +225,17 @@ pub fn metric_points(data: Option<&Data>) -> u64 {
     }
 }
 
-/// A payload on its way through a pipeline, with the acknowledgements it carries.
+/// A payload on its way through a pipeline, with the acknowledgements it carries and
+/// the memory it holds.
+///
+/// Dropping a batch fails its acks (see [`crate::pipeline::ack`]); a processor that
+/// drops data on purpose calls [`Batch::filtered`] instead.
 #[derive(Debug)]
 pub struct Batch {
     pub payload: Payload,
     pub acks: Vec<Ack>,
+    /// Bytes reserved for this payload in the memory budget, released with it.
+    pub lease: Lease,
 }
 
 impl Batch {
@@ -236,6 +243,7 @@ impl Batch {
         Batch {
             payload,
             acks: Vec::new(),
+            lease: Lease::default(),
         }
     }
 
@@ -243,7 +251,13 @@ impl Batch {
         Batch {
             payload,
             acks: vec![ack],
+            lease: Lease::default(),
         }
+    }
+
+    /// The data was dropped on purpose (filtered out): its acks count it as delivered.
+    pub fn filtered(self) {
+        delivered_all(self.acks);
     }
 }
 

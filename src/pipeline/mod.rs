@@ -4,12 +4,15 @@
 //! Back-pressure is end to end: an exporter whose queue is full makes its pipelines wait,
 //! a waiting pipeline's channel fills, and then [`Consumer::consume`] refuses new data so
 //! the receiver can answer its client with a retryable status. Nothing that was accepted
-//! is dropped on the way.
+//! is dropped on the way (except by an exporter configured with `on_full = "drop_oldest"`).
+//! The bytes held are bounded too: [`Consumer::consume`] reserves each request's size in
+//! the [`memory::MemoryBudget`] and refuses the same way when it stays full.
 
 pub mod ack;
 pub mod alerts;
 pub mod controls;
 pub mod data;
+pub mod memory;
 pub mod sending;
 pub mod topology;
 
@@ -18,6 +21,8 @@ pub use data::{Batch, Payload};
 
 use crate::component::Processor;
 use crate::component::{PipelineId, Signal};
+use crate::pipeline::ack::delivered_all;
+use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::sending::{ExportItem, ExporterHandle};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
@@ -36,12 +41,15 @@ pub enum Refused {
 
 /// A receiver's way into the pipelines that list it, for one signal.
 ///
-/// Data goes to every pipeline or to none: a slot is reserved in each pipeline's channel
-/// before anything is sent, so a refusal never leaves a partial delivery behind.
+/// Data goes to every pipeline or to none: its bytes are reserved in the memory budget
+/// (once per pipeline copy, as each pipeline may hold its copy for a different time) and
+/// a slot in each pipeline's channel before anything is sent, so a refusal never leaves
+/// a partial delivery behind.
 #[derive(Clone)]
 pub struct Consumer {
     signal: Signal,
     targets: Arc<[mpsc::Sender<Batch>]>,
+    memory: Arc<MemoryBudget>,
     wait: Duration,
     accepted: Counter,
     refused: Counter,
@@ -51,6 +59,7 @@ impl Consumer {
     pub(crate) fn new(
         signal: Signal,
         targets: Vec<mpsc::Sender<Batch>>,
+        memory: Arc<MemoryBudget>,
         wait: Duration,
         accepted: Counter,
         refused: Counter,
@@ -58,6 +67,7 @@ impl Consumer {
         Consumer {
             signal,
             targets: targets.into(),
+            memory,
             wait,
             accepted,
             refused,
@@ -74,7 +84,9 @@ impl Consumer {
         self
     }
 
-    /// Hands a batch to every pipeline, waiting up to the configured time for room.
+    /// Hands a batch to every pipeline, waiting up to the configured time for room (in
+    /// memory and in the pipelines' channels). A batch may arrive with bytes already
+    /// reserved (a reader that reserved before reading); only the rest is reserved here.
     pub async fn consume(&self, batch: Batch) -> Result<(), Refused> {
         debug_assert_eq!(batch.payload.signal(), self.signal);
         let items = batch.payload.items();
@@ -86,8 +98,21 @@ impl Consumer {
         result
     }
 
-    async fn send(&self, batch: Batch) -> Result<(), Refused> {
+    async fn send(&self, mut batch: Batch) -> Result<(), Refused> {
         let deadline = Instant::now() + self.wait;
+        let size = batch.payload.encoded_len() as u64;
+        let missing = (size * self.targets.len() as u64).saturating_sub(batch.lease.bytes());
+        if missing > 0 {
+            let more = match self.memory.try_reserve(missing) {
+                Some(l) => l,
+                None => self
+                    .memory
+                    .reserve(missing, deadline)
+                    .await
+                    .ok_or(Refused::Full)?,
+            };
+            batch.lease.merge(more);
+        }
         if let [tx] = &*self.targets {
             return match tx.try_reserve() {
                 Ok(permit) => {
@@ -120,6 +145,7 @@ impl Consumer {
             p.send(Batch {
                 payload: batch.payload.clone(),
                 acks: batch.acks.clone(),
+                lease: batch.lease.split(size),
             });
         }
         if let Some(p) = last {
@@ -190,13 +216,23 @@ impl PipelineRunner {
     }
 }
 
+/// Hands a batch to each exporter of the pipeline; the copies share the payload and its
+/// memory lease, and each holds its own share of the acks.
 async fn export(exporters: &[ExporterHandle], batch: Batch) {
     if batch.payload.is_empty() {
+        // Nothing to send is trivially delivered.
+        delivered_all(batch.acks);
         return;
     }
-    let payload = Arc::new(batch.payload);
+    let Batch {
+        payload,
+        acks,
+        lease,
+    } = batch;
+    let payload = Arc::new(payload);
+    let lease = Arc::new(lease);
     let n = exporters.len();
-    let mut acks = Some(batch.acks);
+    let mut acks = Some(acks);
     for (i, e) in exporters.iter().enumerate() {
         let acks = if i + 1 == n {
             acks.take().unwrap_or_default()
@@ -206,6 +242,7 @@ async fn export(exporters: &[ExporterHandle], batch: Batch) {
         e.send(ExportItem {
             payload: payload.clone(),
             acks,
+            lease: lease.clone(),
         })
         .await;
     }
@@ -215,5 +252,63 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    fn payload(len: usize) -> Payload {
+        Payload::Encoded {
+            signal: Signal::Logs,
+            bytes: vec![0; len].into(),
+            items: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn consume_reserves_each_pipeline_copy_and_refuses_past_the_limit() {
+        let budget = MemoryBudget::new(800, Gauge::default());
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let (tx2, mut rx2) = mpsc::channel(8);
+        let refused = Counter::default();
+        let c = Consumer::new(
+            Signal::Logs,
+            vec![tx1, tx2],
+            budget.clone(),
+            Duration::from_millis(20),
+            Counter::default(),
+            refused.clone(),
+        );
+        c.consume(Batch::new(payload(300))).await.unwrap();
+        assert_eq!(budget.used(), 600);
+        let (b1, b2) = (rx1.recv().await.unwrap(), rx2.recv().await.unwrap());
+        assert_eq!((b1.lease.bytes(), b2.lease.bytes()), (300, 300));
+        // 600 more would pass the limit: refused after the wait, nothing half-sent.
+        assert_eq!(
+            c.consume(Batch::new(payload(300))).await,
+            Err(Refused::Full)
+        );
+        assert_eq!(refused.get(), 1);
+        assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err());
+        assert_eq!(budget.used(), 600);
+        // One pipeline done with its copy is not enough; both are.
+        drop(b1);
+        assert_eq!(
+            c.consume(Batch::new(payload(300))).await,
+            Err(Refused::Full)
+        );
+        drop(b2);
+        assert_eq!(budget.used(), 0);
+        c.consume(Batch::new(payload(300))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_empty_payload_is_delivered_without_an_exporter() {
+        let (ack, waiter) = Ack::new();
+        export(&[], Batch::with_ack(payload(0), ack)).await;
+        assert_eq!(waiter.wait().await, Delivery::Delivered);
     }
 }

@@ -2,24 +2,37 @@
 //! senders, and per request a timeout and retries with exponential backoff (tower's
 //! `Retry` and `Timeout` layers), honouring the peer's own pushback (`Retry-After`).
 //!
+//! When the queue is full, `on_full = "block"` makes the pipeline wait (back-pressure up
+//! to the receivers); `"drop_oldest"` drops the oldest queued batch instead, so sending
+//! to this exporter never waits: for alert channels and best-effort sinks that must
+//! never hold up the other exporters of their pipeline.
+//!
+//! A panic in an exporter is caught where its request runs: the batch counts as failed
+//! (its acks resolve `GaveUp`), the exporter shows `failed` with the panic message until
+//! its next successful export, and it keeps taking batches.
+//!
 //! Counters (per exporter and signal): `sent_items`, `send_failed_items` (given up after
-//! a permanent error or when retries ran out), `dropped_items` (abandoned at the shutdown
-//! deadline), `retries` (attempts that were retried), plus `queue_size` and
-//! `queue_capacity` gauges.
+//! a permanent error, when retries ran out, or when the exporter panicked),
+//! `dropped_items` (dropped by `drop_oldest`, or abandoned at the shutdown deadline);
+//! per exporter `retries`, `panics`, and the `queue_size` and `queue_capacity` gauges.
 
 use crate::component::{ExportError, Exporter, Signal};
 use crate::config::HumanDuration;
-use crate::pipeline::ack::{fail_all, Ack};
+use crate::pipeline::ack::{delivered_all, Ack};
+use crate::pipeline::memory::Lease;
 use crate::pipeline::Payload;
 use crate::service::health::{ComponentHealth, State};
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,10 +44,12 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Batches held while the exporter is busy; a full queue pushes back on pipelines.
+    /// Batches held while the exporter is busy.
     pub queue_size: usize,
     /// Requests in flight at once.
     pub num_consumers: usize,
+    /// What a full queue does to the pipelines sending to it.
+    pub on_full: OnFull,
 }
 
 impl Default for QueueConfig {
@@ -42,8 +57,20 @@ impl Default for QueueConfig {
         QueueConfig {
             queue_size: 256,
             num_consumers: 4,
+            on_full: OnFull::Block,
         }
     }
+}
+
+/// `sending_queue.on_full`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// The pipeline waits for room: back-pressure, nothing dropped.
+    Block,
+    /// The oldest queued batch is dropped (counted in `dropped_items`, its acks fail);
+    /// sending never waits.
+    DropOldest,
 }
 
 /// `[exporters.X.retry_on_failure]`
@@ -88,6 +115,7 @@ impl SendingSettings {
             queue: QueueConfig {
                 queue_size,
                 num_consumers,
+                on_full: OnFull::Block,
             },
             retry: RetryConfig::default(),
             timeout,
@@ -114,6 +142,12 @@ impl SendingSettings {
                 "initial_interval is larger than max_interval".into(),
             ));
         }
+        if self.retry.max_interval.get().is_zero() {
+            return Err((
+                &["retry_on_failure", "max_interval"],
+                "max_interval must be more than 0s".into(),
+            ));
+        }
         if self.timeout.is_zero() {
             return Err((&["timeout"], "timeout must be more than 0s".into()));
         }
@@ -121,10 +155,12 @@ impl SendingSettings {
     }
 }
 
-/// One copy of a batch on its way to one exporter.
+/// One copy of a batch on its way to one exporter. Dropping it fails its acks.
 pub struct ExportItem {
     pub payload: Arc<Payload>,
     pub acks: Vec<Ack>,
+    /// The batch's memory, shared by its copies to every exporter of the pipeline.
+    pub lease: Arc<Lease>,
 }
 
 #[derive(Clone)]
@@ -138,12 +174,14 @@ struct SignalCounters {
 struct Counters {
     by_signal: [SignalCounters; 3],
     retries: Counter,
+    panics: Counter,
     queue_size: Gauge,
 }
 
 impl Counters {
     fn new(health: &ComponentHealth, queue_capacity: usize) -> Counters {
-        let mk = |s: Signal| SignalCounters {
+        let mk = |s: Signal| {
+            SignalCounters {
             sent: health.counter(
                 "sent_items",
                 "Items delivered by the exporter",
@@ -151,14 +189,15 @@ impl Counters {
             ),
             failed: health.counter(
                 "send_failed_items",
-                "Items the exporter gave up on after a permanent error or exhausted retries",
+                "Items the exporter gave up on after a permanent error, exhausted retries or a panic",
                 &[("signal", s.as_str())],
             ),
             dropped: health.counter(
                 "dropped_items",
-                "Items abandoned in the exporter's queue at the shutdown deadline",
+                "Items dropped from a full queue (on_full = \"drop_oldest\") or abandoned in it at the shutdown deadline",
                 &[("signal", s.as_str())],
             ),
+        }
         };
         let cap = health.gauge("queue_capacity", "Batches the sending queue can hold", &[]);
         cap.set(queue_capacity as i64);
@@ -169,6 +208,11 @@ impl Counters {
                 "Export requests that failed and were retried",
                 &[],
             ),
+            panics: health.counter(
+                "panics",
+                "Export requests during which the exporter panicked (the batch counts as failed)",
+                &[],
+            ),
             queue_size: health.gauge("queue_size", "Batches waiting in the sending queue", &[]),
         }
     }
@@ -176,32 +220,141 @@ impl Counters {
     fn of(&self, s: Signal) -> &SignalCounters {
         &self.by_signal[s.index()]
     }
+
+    /// Counts an item dropped without being sent; dropping it fails its acks.
+    fn drop_item(&self, item: ExportItem, why: &str) {
+        let signal = item.payload.signal();
+        let items = item.payload.items();
+        self.of(signal).dropped.inc_by(items);
+        tracing::error!(%signal, items, "{why}: dropping queued data");
+    }
+}
+
+/// The bounded queue between pipelines and one exporter's sending loop.
+///
+/// Hand-rolled rather than a channel because `drop_oldest` must take the oldest item
+/// out from the sending side. One lock and one (uncontended) notify per batch.
+struct Queue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+    on_full: OnFull,
+    /// An item arrived, or the last sender left.
+    ready: Notify,
+    /// An item was taken out, or the queue closed.
+    space: Notify,
+}
+
+struct QueueState {
+    items: VecDeque<ExportItem>,
+    senders: usize,
+    /// The sending loop is gone: nothing more is taken.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the next item; `None` once every sender is gone and the queue is empty.
+    async fn pop(&self) -> Option<ExportItem> {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            {
+                let mut q = self.lock();
+                if let Some(item) = q.items.pop_front() {
+                    drop(q);
+                    self.space.notify_one();
+                    return Some(item);
+                }
+                if q.senders == 0 {
+                    return None;
+                }
+                ready.as_mut().enable();
+            }
+            ready.await;
+        }
+    }
+
+    /// Stops taking items and returns those still queued.
+    fn close(&self) -> VecDeque<ExportItem> {
+        let items = {
+            let mut q = self.lock();
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        self.space.notify_waiters();
+        items
+    }
 }
 
 /// Where a pipeline hands data to one exporter.
-#[derive(Clone)]
 pub struct ExporterHandle {
-    tx: mpsc::Sender<ExportItem>,
+    queue: Arc<Queue>,
     counters: Counters,
 }
 
+impl Clone for ExporterHandle {
+    fn clone(&self) -> ExporterHandle {
+        self.queue.lock().senders += 1;
+        ExporterHandle {
+            queue: self.queue.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl Drop for ExporterHandle {
+    fn drop(&mut self) {
+        let last = {
+            let mut q = self.queue.lock();
+            q.senders -= 1;
+            q.senders == 0
+        };
+        if last {
+            self.queue.ready.notify_one();
+        }
+    }
+}
+
 impl ExporterHandle {
-    /// Queues an item, waiting while the queue is full (that wait is the back-pressure).
+    /// Queues an item. A full queue makes this wait (`block`, the back-pressure) or drops
+    /// the oldest queued item (`drop_oldest`, never waits).
     pub async fn send(&self, item: ExportItem) {
-        match self.tx.reserve().await {
-            Ok(permit) => {
-                // Counted before it can be taken out, so the gauge never goes below zero.
-                self.counters.queue_size.inc();
-                permit.send(item);
+        let q = &*self.queue;
+        loop {
+            let space = q.space.notified();
+            tokio::pin!(space);
+            {
+                let mut st = q.lock();
+                if st.closed {
+                    // Only happens when the exporter was torn down at the shutdown deadline.
+                    drop(st);
+                    self.counters
+                        .drop_item(item, "exporter stopped at the shutdown deadline");
+                    return;
+                }
+                if st.items.len() < q.capacity {
+                    st.items.push_back(item);
+                    drop(st);
+                    self.counters.queue_size.inc();
+                    q.ready.notify_one();
+                    return;
+                }
+                if q.on_full == OnFull::DropOldest {
+                    let oldest = st.items.pop_front();
+                    st.items.push_back(item);
+                    drop(st);
+                    if let Some(old) = oldest {
+                        self.counters
+                            .drop_item(old, "sending queue full (on_full = drop_oldest)");
+                    }
+                    return;
+                }
+                space.as_mut().enable();
             }
-            Err(_) => {
-                // Only happens when the exporter was torn down at the shutdown deadline.
-                self.counters
-                    .of(item.payload.signal())
-                    .dropped
-                    .inc_by(item.payload.items());
-                fail_all(&item.acks);
-            }
+            space.await;
         }
     }
 }
@@ -227,15 +380,44 @@ impl Service<Arc<Payload>> for Attempt {
 
 /// Retry policy: retryable errors and timeouts are retried with exponential backoff (or
 /// after the peer's `Retry-After`), until `max_elapsed_time` has passed since the first
-/// failure. A clone lives with each request, so the backoff state is per request.
+/// failure. A clone lives with each request; its backoff is made at the request's first
+/// failure with a fresh random seed, so concurrent requests do not retry in lockstep.
 #[derive(Clone)]
 struct RetryPolicy {
     enabled: bool,
-    backoff: ExponentialBackoff,
+    initial: Duration,
+    max: Duration,
+    backoff: Option<ExponentialBackoff>,
     max_elapsed: Duration,
     first_failure: Option<Instant>,
     retries: Counter,
     health: Arc<ComponentHealth>,
+}
+
+impl RetryPolicy {
+    /// The next backoff delay of this request.
+    fn next_wait(&mut self, now: Instant) -> Duration {
+        let (initial, max) = (self.initial, self.max);
+        let backoff = self.backoff.get_or_insert_with(|| {
+            // Validation rules out the parameters `new` rejects (min > max, max = 0).
+            ExponentialBackoffMaker::new(initial, max.max(initial), 0.2, HasherRng::default())
+                .map(|mut m| m.make_backoff())
+                .unwrap_or_else(|_| {
+                    ExponentialBackoffMaker::new(
+                        Duration::from_secs(1),
+                        Duration::from_secs(30),
+                        0.2,
+                        HasherRng::default(),
+                    )
+                    .expect("constant backoff parameters are valid")
+                    .make_backoff()
+                })
+        });
+        backoff
+            .next_backoff()
+            .deadline()
+            .saturating_duration_since(now)
+    }
 }
 
 impl tower::retry::Policy<Arc<Payload>, (), BoxError> for RetryPolicy {
@@ -257,11 +439,7 @@ impl tower::retry::Policy<Arc<Payload>, (), BoxError> for RetryPolicy {
         let left = self.max_elapsed.checked_sub(now - first)?;
         let wait = match retry_after {
             Some(d) => d,
-            None => self
-                .backoff
-                .next_backoff()
-                .deadline()
-                .saturating_duration_since(now),
+            None => self.next_wait(now),
         };
         if wait > left {
             return None;
@@ -275,7 +453,10 @@ impl tower::retry::Policy<Arc<Payload>, (), BoxError> for RetryPolicy {
     }
 }
 
-/// (retryable, server-requested delay)
+/// (retryable, server-requested delay). An exporter reports through [`ExportError`],
+/// which says itself whether a retry can help; the only other error that reaches here is
+/// the per-request timeout, which is retried. Any other error type would be a bug in a
+/// layer of ours, and is not retried: retrying what we do not understand only repeats it.
 fn classify(err: &BoxError) -> (bool, Option<Duration>) {
     if let Some(e) = err.downcast_ref::<ExportError>() {
         return match e {
@@ -283,8 +464,35 @@ fn classify(err: &BoxError) -> (bool, Option<Duration>) {
             ExportError::Permanent { .. } => (false, None),
         };
     }
-    // tower's timeout error, or anything unexpected: worth another try.
     (err.is::<tower::timeout::error::Elapsed>(), None)
+}
+
+/// The text of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s
+    } else {
+        "panic with a non-string payload"
+    }
+}
+
+/// The sending loop's end of the queue. However the loop ends (drained, cut off at the
+/// deadline, or its task dying), the queue closes: what is still in it is counted as
+/// dropped and its acks fail, and no pipeline waits on it forever.
+struct QueueRx {
+    queue: Arc<Queue>,
+    counters: Counters,
+}
+
+impl Drop for QueueRx {
+    fn drop(&mut self) {
+        for item in self.queue.close() {
+            self.counters.queue_size.dec();
+            self.counters.drop_item(item, "exporter stopped");
+        }
+    }
 }
 
 /// Starts an exporter's sending loop; returns the handle pipelines send to and the task
@@ -296,31 +504,26 @@ pub fn spawn(
     hard_stop: CancellationToken,
 ) -> (ExporterHandle, tokio::task::JoinHandle<()>) {
     let counters = Counters::new(&health, settings.queue.queue_size);
-    let (tx, mut rx) = mpsc::channel::<ExportItem>(settings.queue.queue_size);
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            items: VecDeque::with_capacity(settings.queue.queue_size.min(1024)),
+            senders: 1,
+            closed: false,
+        }),
+        capacity: settings.queue.queue_size.max(1),
+        on_full: settings.queue.on_full,
+        ready: Notify::new(),
+        space: Notify::new(),
+    });
     let handle = ExporterHandle {
-        tx,
+        queue: queue.clone(),
         counters: counters.clone(),
     };
-    // ExponentialBackoffMaker only fails on min > max or bad jitter, which validation rules out.
-    let backoff = ExponentialBackoffMaker::new(
-        settings.retry.initial_interval.get(),
-        settings.retry.max_interval.get(),
-        0.2,
-        HasherRng::default(),
-    )
-    .map(|mut m| m.make_backoff());
     let policy = RetryPolicy {
         enabled: settings.retry.enabled,
-        backoff: backoff.unwrap_or_else(|_| {
-            ExponentialBackoffMaker::new(
-                Duration::from_secs(1),
-                Duration::from_secs(30),
-                0.2,
-                HasherRng::default(),
-            )
-            .expect("constant backoff parameters are valid")
-            .make_backoff()
-        }),
+        initial: settings.retry.initial_interval.get(),
+        max: settings.retry.max_interval.get(),
+        backoff: None,
         max_elapsed: settings.retry.max_elapsed_time.get(),
         first_failure: None,
         retries: counters.retries.clone(),
@@ -333,28 +536,32 @@ pub fn spawn(
     let limit = Arc::new(Semaphore::new(settings.queue.num_consumers));
     health.set_state(State::Ok);
     let task = tokio::spawn(async move {
+        let rx = QueueRx {
+            queue,
+            counters: counters.clone(),
+        };
         // Requests in flight; shutdown waits for them so that each one ends counted.
         let in_flight = TaskTracker::new();
         loop {
-            let item = tokio::select! {
+            // A sender is free before an item is taken, so everything not in flight
+            // stays in the queue, where `drop_oldest` can reach it.
+            let permit = tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => break,
-                item = rx.recv() => match item {
-                    Some(item) => item,
-                    None => break,
-                },
-            };
-            counters.queue_size.dec();
-            let permit = tokio::select! {
-                _ = hard_stop.cancelled() => {
-                    abandon(&counters, item);
-                    break;
-                }
                 p = limit.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
             };
+            let item = tokio::select! {
+                biased;
+                _ = hard_stop.cancelled() => break,
+                item = rx.queue.pop() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
+            counters.queue_size.dec();
             let svc = service.clone();
             let counters = counters.clone();
             let health = health.clone();
@@ -362,39 +569,45 @@ pub fn spawn(
             in_flight.spawn(async move {
                 let signal = item.payload.signal();
                 let items = item.payload.items();
+                let attempt = AssertUnwindSafe(svc.oneshot(item.payload.clone())).catch_unwind();
                 let result = tokio::select! {
-                    r = svc.oneshot(item.payload.clone()) => r,
+                    r = attempt => r,
                     _ = hard_stop.cancelled() => {
-                        abandon(&counters, item);
+                        counters.drop_item(item, "shutdown deadline reached");
                         return;
                     }
                 };
                 match result {
-                    Ok(()) => {
+                    Ok(Ok(())) => {
                         counters.of(signal).sent.inc_by(items);
                         health.report_ok();
+                        delivered_all(item.acks);
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         counters.of(signal).failed.inc_by(items);
                         health.report_error(
                             State::Degraded,
                             format!("gave up on {items} {}: {e}", signal.item_name()),
                         );
                         tracing::error!(exporter = %health.id, %signal, items, error = %e, "export failed; data dropped");
-                        fail_all(&item.acks);
+                    }
+                    Err(panic) => {
+                        let msg = panic_message(&*panic);
+                        counters.panics.inc();
+                        counters.of(signal).failed.inc_by(items);
+                        health.report_error(
+                            State::Failed,
+                            format!("panicked exporting {items} {}: {msg}", signal.item_name()),
+                        );
+                        tracing::error!(exporter = %health.id, %signal, items, panic = %msg, "exporter panicked; data dropped");
                     }
                 }
                 drop(permit);
             });
         }
-        if hard_stop.is_cancelled() {
-            // The shutdown deadline passed: what is still queued is lost, and counted.
-            rx.close();
-            while let Ok(item) = rx.try_recv() {
-                counters.queue_size.dec();
-                abandon(&counters, item);
-            }
-        }
+        // Past the shutdown deadline, what is still queued is lost and counted (by
+        // `rx`'s drop); otherwise the queue is empty and every sender gone.
+        drop(rx);
         // Every request in flight ends: delivered, given up, or (past the deadline)
         // abandoned and counted. They watch `hard_stop`, so this wait is bounded.
         in_flight.close();
@@ -403,14 +616,6 @@ pub fn spawn(
         health.set_state(State::Stopped);
     });
     (handle, task)
-}
-
-fn abandon(counters: &Counters, item: ExportItem) {
-    let signal = item.payload.signal();
-    let items = item.payload.items();
-    counters.of(signal).dropped.inc_by(items);
-    tracing::error!(%signal, items, "shutdown deadline reached: dropping queued data");
-    fail_all(&item.acks);
 }
 
 #[cfg(test)]
@@ -445,6 +650,7 @@ mod tests {
             queue: QueueConfig {
                 queue_size: 4,
                 num_consumers: 1,
+                on_full: OnFull::Block,
             },
             retry: RetryConfig {
                 enabled: true,
@@ -471,6 +677,7 @@ mod tests {
             .send(ExportItem {
                 payload: Arc::new(Payload::Logs(Default::default())),
                 acks: vec![ack],
+                lease: Arc::default(),
             })
             .await;
         drop(handle);
@@ -518,5 +725,167 @@ mod tests {
         assert_eq!(outcome, Delivery::Delivered);
         assert_eq!(attempts, 2);
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// Panics on every export.
+    struct Panicky;
+
+    impl Exporter for Panicky {
+        fn export(&self, _p: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>> {
+            Box::pin(async { panic!("exporter bug") })
+        }
+    }
+
+    /// Never finishes an export.
+    struct Stuck;
+
+    impl Exporter for Stuck {
+        fn export(&self, _p: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// One log record.
+    fn item(ack: Ack) -> ExportItem {
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let req = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        ExportItem {
+            payload: Arc::new(Payload::Logs(req)),
+            acks: vec![ack],
+            lease: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_exporter_fails_the_batch_and_keeps_serving() {
+        let t = Telemetry::new();
+        let health = t.component(
+            Kind::Exporter,
+            &ComponentId::parse("panicky").unwrap(),
+            true,
+        );
+        let (handle, task) = spawn(
+            Arc::new(Panicky),
+            &settings(),
+            health.clone(),
+            CancellationToken::new(),
+        );
+        for _ in 0..2 {
+            let (ack, waiter) = Ack::new();
+            handle.send(item(ack)).await;
+            assert_eq!(waiter.wait().await, Delivery::GaveUp);
+        }
+        assert_eq!(health.state(), State::Failed);
+        let st = t.status();
+        let msg = &st.components[0].last_error.as_ref().unwrap().message;
+        assert!(msg.contains("exporter bug"), "{msg}");
+        assert_eq!(st.components[0].counters["panics"], 2);
+        drop(handle);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_never_waits_and_counts_what_it_drops() {
+        let t = Telemetry::new();
+        let health = t.component(Kind::Exporter, &ComponentId::parse("stuck").unwrap(), true);
+        let mut s = settings();
+        s.queue.queue_size = 2;
+        s.queue.on_full = OnFull::DropOldest;
+        s.timeout = Duration::from_secs(3600);
+        let hard_stop = CancellationToken::new();
+        let (handle, task) = spawn(Arc::new(Stuck), &s, health, hard_stop.clone());
+        let mut waiters = Vec::new();
+        for _ in 0..10 {
+            let (ack, waiter) = Ack::new();
+            // One in flight, two queued: the rest push the oldest out, without waiting.
+            tokio::time::timeout(Duration::from_secs(5), handle.send(item(ack)))
+                .await
+                .expect("drop_oldest never waits");
+            waiters.push(waiter);
+        }
+        // Batch 0 in flight (or dropped, if the loop had not taken it yet), two queued:
+        // batches 1 to 7 were pushed out whatever the timing.
+        for w in waiters.drain(..8).skip(1) {
+            let outcome = tokio::time::timeout(Duration::from_secs(5), w.wait()).await;
+            assert_eq!(outcome, Ok(Delivery::GaveUp));
+        }
+        let dropped = t.status().components[0].counters["dropped_items{signal=\"logs\"}"];
+        assert!((7..=8).contains(&dropped), "{dropped} dropped");
+        hard_stop.cancel();
+        drop(handle);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn block_waits_for_room() {
+        let t = Telemetry::new();
+        let health = t.component(Kind::Exporter, &ComponentId::parse("stuck").unwrap(), true);
+        let mut s = settings();
+        s.queue.queue_size = 1;
+        s.timeout = Duration::from_secs(3600);
+        let hard_stop = CancellationToken::new();
+        let (handle, task) = spawn(Arc::new(Stuck), &s, health, hard_stop.clone());
+        let mut held = Vec::new();
+        let mut blocked = false;
+        for _ in 0..4 {
+            let (ack, w) = Ack::new();
+            held.push(w);
+            if tokio::time::timeout(Duration::from_millis(300), handle.send(item(ack)))
+                .await
+                .is_err()
+            {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(
+            blocked,
+            "a full queue with on_full = block makes the sender wait"
+        );
+        hard_stop.cancel();
+        drop(handle);
+        task.await.unwrap();
+        for w in held {
+            assert_eq!(w.wait().await, Delivery::GaveUp);
+        }
+    }
+
+    #[tokio::test]
+    async fn each_request_gets_its_own_jitter() {
+        let t = Telemetry::new();
+        let health = t.component(Kind::Exporter, &ComponentId::parse("x").unwrap(), true);
+        let policy = RetryPolicy {
+            enabled: true,
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(1000),
+            backoff: None,
+            max_elapsed: Duration::from_secs(3600),
+            first_failure: None,
+            retries: Counter::default(),
+            health,
+        };
+        let now = Instant::now();
+        // tower clones the policy for each request.
+        let delays = |mut p: RetryPolicy| (0..4).map(|_| p.next_wait(now)).collect::<Vec<_>>();
+        let (a, b) = (delays(policy.clone()), delays(policy.clone()));
+        assert_ne!(a, b, "two requests retried with the same jitter");
+    }
+
+    #[test]
+    fn only_export_errors_and_timeouts_are_understood() {
+        let timeout: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert_eq!(classify(&timeout), (true, None));
+        let odd: BoxError = "something else".into();
+        assert_eq!(classify(&odd), (false, None));
+        let perm: BoxError = Box::new(ExportError::permanent("no"));
+        assert_eq!(classify(&perm), (false, None));
     }
 }

@@ -11,6 +11,7 @@ use crate::component::{ComponentId, Kind, Signal};
 use crate::config::Config;
 use crate::pipeline::alerts::AlertSink;
 use crate::pipeline::controls::Controls;
+use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::sending::{self, ExporterHandle};
 use crate::pipeline::{Batch, Consumer, PipelineRunner};
 use crate::service::health::{State, Telemetry};
@@ -64,6 +65,19 @@ impl Topology {
         let (alert_sink, alert_rx) = AlertSink::new(4096, lost);
         let alert_queue = Arc::new(Mutex::new(Some(alert_rx)));
 
+        let memory = MemoryBudget::new(
+            cfg.service.memory_limit,
+            telemetry.service_gauge(
+                "memory_used_bytes",
+                "Bytes of data held in pipelines and sending queues",
+            ),
+        );
+        telemetry
+            .service_gauge(
+                "memory_limit_bytes",
+                "The memory_limit: past it, receivers push back",
+            )
+            .set(i64::try_from(cfg.service.memory_limit).unwrap_or(i64::MAX));
         let ctx = |kind: Kind, id: &ComponentId, critical: bool| BuildContext {
             id: id.clone(),
             health: telemetry.component(kind, id, critical),
@@ -73,6 +87,7 @@ impl Topology {
             alerts: alert_sink.clone(),
             alert_queue: alert_queue.clone(),
             shutdown: stop_receiving.clone(),
+            memory: memory.clone(),
         };
 
         // 1. Receivers (built, not started).
@@ -178,6 +193,7 @@ impl Topology {
                 outputs.set(Consumer::new(
                     s,
                     txs,
+                    memory.clone(),
                     DEFAULT_PUSHBACK_WAIT,
                     accepted,
                     refused,

@@ -218,6 +218,8 @@ pub struct StatusReport {
     pub status: Overall,
     pub version: &'static str,
     pub uptime_seconds: f64,
+    /// Service-wide gauges (`memory_used_bytes`, `memory_limit_bytes`).
+    pub service: std::collections::BTreeMap<String, i64>,
     pub components: Vec<ComponentStatus>,
 }
 
@@ -262,6 +264,7 @@ impl TelemetryInner {
 pub struct Telemetry {
     inner: Arc<TelemetryInner>,
     components: Mutex<Vec<Arc<ComponentHealth>>>,
+    service: Mutex<Vec<(String, Gauge)>>,
     started: Instant,
 }
 
@@ -270,6 +273,7 @@ impl Default for Telemetry {
         Telemetry {
             inner: Arc::default(),
             components: Mutex::default(),
+            service: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -304,6 +308,23 @@ impl Telemetry {
         c
     }
 
+    /// A service-wide gauge `tradewatch_<name>` without labels, also under `service` in
+    /// `/status`.
+    pub fn service_gauge(&self, name: &str, help: &str) -> Gauge {
+        let mut list = self.service.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, g)) = list.iter().find(|(n, _)| n == name) {
+            return g.clone();
+        }
+        let g = Gauge::default();
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(format!("tradewatch_{name}"), help, g.clone());
+        list.push((name.to_owned(), g.clone()));
+        g
+    }
+
     pub fn components(&self) -> Vec<Arc<ComponentHealth>> {
         self.components
             .lock()
@@ -332,6 +353,13 @@ impl Telemetry {
             status,
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            service: self
+                .service
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(n, g)| (n.clone(), g.get()))
+                .collect(),
             components,
         }
     }

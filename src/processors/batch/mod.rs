@@ -9,6 +9,7 @@ use crate::component::Processor;
 use crate::component::{BuildContext, BuildError, ProcessorConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::{component_config, ConfigError, HumanDuration, Source};
+use crate::pipeline::memory::Lease;
 use crate::pipeline::{Ack, Batch, Payload};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -68,10 +69,12 @@ impl ProcessorConfig for BatchConfig {
     }
 }
 
-/// What a batch holds until it is sent; joined into one request only then.
+/// What a batch holds until it is sent; joined into one request only then. The parts'
+/// acks and memory leases move into the batch sent.
 struct Pending {
     parts: Vec<Payload>,
     acks: Vec<Ack>,
+    lease: Lease,
     items: u64,
     deadline: Instant,
 }
@@ -81,6 +84,7 @@ impl Pending {
         Batch {
             payload: Payload::concat(self.parts),
             acks: self.acks,
+            lease: self.lease,
         }
     }
 }
@@ -107,12 +111,14 @@ impl Processor for Batcher {
         let p = self.pending.get_or_insert_with(|| Pending {
             parts: Vec::new(),
             acks: Vec::new(),
+            lease: Lease::default(),
             items: 0,
             deadline,
         });
         p.items += batch.payload.items();
         p.parts.push(batch.payload);
         p.acks.extend(batch.acks);
+        p.lease.merge(batch.lease);
         if p.items >= self.send_batch_size {
             out.extend(self.pending.take().map(Pending::into_batch));
         }
@@ -162,12 +168,41 @@ mod tests {
         assert_eq!(out[0].payload.items(), 12);
         assert_eq!(out[0].acks.len(), 1);
         assert!(b.deadline().is_none());
-        out.clear();
+        for b in out.drain(..) {
+            crate::pipeline::ack::delivered_all(b.acks);
+        }
         assert_eq!(waiter.wait().await, crate::pipeline::Delivery::Delivered);
 
         b.process(Batch::new(logs(1)), &mut out);
         b.flush(true, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].payload.items(), 1);
+    }
+
+    #[tokio::test]
+    async fn merged_batches_carry_every_ack_and_lease() {
+        use crate::pipeline::memory::MemoryBudget;
+        use crate::pipeline::Delivery;
+        let budget = MemoryBudget::unlimited();
+        let mut b = Batcher::new(100, Duration::from_secs(60));
+        let mut out = Vec::new();
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let (ack, waiter) = Ack::new();
+            let mut batch = Batch::with_ack(logs(2), ack);
+            batch.lease = budget.try_reserve(1000).unwrap();
+            b.process(batch, &mut out);
+            waiters.push(waiter);
+        }
+        b.flush(true, &mut out);
+        assert_eq!(out[0].acks.len(), 3);
+        assert_eq!(out[0].lease.bytes(), 3000);
+        assert_eq!(budget.used(), 3000);
+        // The merged batch is lost (a panic further down, say): every part fails.
+        out.clear();
+        assert_eq!(budget.used(), 0);
+        for w in waiters {
+            assert_eq!(w.wait().await, Delivery::GaveUp);
+        }
     }
 }

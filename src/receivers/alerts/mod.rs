@@ -134,6 +134,7 @@ mod tests {
         outputs.set(Consumer::new(
             Signal::Logs,
             vec![tx],
+            crate::pipeline::memory::MemoryBudget::unlimited(),
             Duration::from_millis(10),
             Counter::default(),
             Counter::default(),
