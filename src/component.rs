@@ -7,7 +7,7 @@
 
 use crate::config::{ConfigError, Source};
 use crate::pipeline::alerts::{AlertQueue, AlertSink};
-use crate::pipeline::controls::Controls;
+use crate::pipeline::controls::{Controls, SharedState};
 use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::{Batch, Consumer, Payload};
 use crate::service::health::{ComponentHealth, Telemetry};
@@ -184,11 +184,24 @@ pub struct BuildContext {
     pub telemetry: Arc<Telemetry>,
     pub state: StateDir,
     pub controls: Controls,
+    /// Backs [`BuildContext::shared`].
+    pub shared_state: SharedState,
     pub alerts: AlertSink,
     /// The receiving end of the alert queue, for the one receiver that routes alerts.
     pub alert_queue: AlertQueue,
     /// Cancelled when the service begins to shut down.
     pub shutdown: CancellationToken,
+}
+
+impl BuildContext {
+    /// State shared by every instance of this component: a processor named in several
+    /// pipelines is built once per pipeline, and each instance gets the same `Arc<T>`
+    /// here (created by `init` for the first). Keep per-pipeline data (held batches) in
+    /// the instance and per-component data (per-bot state) here.
+    pub fn shared<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let key = format!("{} {}", self.health.kind.as_str(), self.id);
+        self.shared_state.get_or_init(&key, init)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +232,8 @@ pub trait ProcessorConfig: Send + Sync {
     fn signals(&self) -> Vec<Signal> {
         Signal::ALL.to_vec()
     }
-    /// One instance per pipeline that lists the processor.
+    /// One instance per pipeline that lists the processor; instances of one id share
+    /// state only through [`BuildContext::shared`].
     fn build(&self, signal: Signal, ctx: &BuildContext) -> Result<Box<dyn Processor>, BuildError>;
 }
 
@@ -324,7 +338,16 @@ pub trait Exporter: Send + Sync + 'static {
     /// Delivers one payload. The future must be `'static`: clone what it needs.
     fn export(&self, payload: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>>;
 
-    /// Flushes and closes, after the last export finished.
+    /// Starts what lives beside the export path, such as a listener of its own (a
+    /// scrape endpoint), after the exporter is built and before any receiver listens.
+    /// An error (a port in use) fails start-up; the core names the component in it.
+    /// What this starts is stopped by [`Exporter::shutdown`].
+    fn start(&self) -> BoxFuture<'static, Result<(), BuildError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Flushes and closes, after the last export finished: every pipeline feeding this
+    /// exporter has drained and its queue is empty (or was cut off at the deadline).
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }

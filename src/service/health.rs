@@ -126,6 +126,24 @@ impl ComponentHealth {
         self.is_ok.store(state == State::Ok, Ordering::Release);
     }
 
+    /// The counter of this component's failures (`tradewatch_<kind>_failures_total`);
+    /// registering it at start-up makes a zero visible before anything fails.
+    pub fn failures(&self) -> Counter {
+        self.counter(
+            "failures",
+            "Times the component failed: it panicked, or its task ended before shutdown",
+            &[],
+        )
+    }
+
+    /// Marks the component `failed` for good, with the reason in `/status`, and counts it.
+    pub fn report_failure(&self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::error!(component = %self.id, kind = self.kind.as_str(), reason = %message, "component failed");
+        self.failures().inc();
+        self.report_error(State::Failed, message);
+    }
+
     pub fn set_detail(&self, detail: Option<String>) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).detail = detail;
     }
@@ -198,6 +216,16 @@ impl ComponentHealth {
                 .collect(),
         }
     }
+}
+
+/// The message of a caught panic (`panic!("...")` payloads are `&str` or `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("panicked: {text}")
 }
 
 #[derive(Debug, Clone, Serialize)]
