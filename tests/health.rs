@@ -99,8 +99,10 @@ impl Service {
     }
 
     fn wait_healthy(&self) {
-        eventually(WAIT, "/status says HEALTHY", || {
-            self.overall() == Some((200, "HEALTHY".into()))
+        eventually(WAIT, "/status says HEALTHY once start-up is over", || {
+            self.status().is_some_and(|(code, s)| {
+                code == 200 && s["status"] == "HEALTHY" && s["phase"] == "running"
+            })
         });
     }
 
@@ -623,6 +625,8 @@ exporters = ["nop"]
     eventually(WAIT, "/health answers during start-up", || {
         http_get(s.addr, "/health").is_ok_and(|(code, _)| code == 200)
     });
+    let (_, health) = http_get(s.addr, "/health").unwrap();
+    assert!(health.contains(r#""phase":"starting""#), "{health}");
     let gated = s.component("receiver", "gated");
     assert_eq!(gated["state"], "starting", "{gated}");
     assert_eq!(s.overall(), Some((200, "DEGRADED".into())));
@@ -633,6 +637,7 @@ exporters = ["nop"]
     );
     gate().notify_one();
     s.wait_healthy();
+    assert_eq!(s.status().unwrap().1["phase"], "running");
     assert_eq!(s.post(otlp, spans("x", 1)), 200);
     s.finish(WAIT).expect("a clean shutdown");
 }

@@ -241,9 +241,21 @@ pub struct ComponentStatus {
     pub counters: std::collections::BTreeMap<String, i64>,
 }
 
+/// Where the service is in its life: `starting` while components are built and
+/// receivers start (the service endpoint already answers), `running`, then `draining`
+/// once shutdown began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Running,
+    Draining,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub status: Overall,
+    pub phase: Phase,
     pub version: &'static str,
     pub uptime_seconds: f64,
     pub components: Vec<ComponentStatus>,
@@ -289,6 +301,7 @@ impl TelemetryInner {
 /// The registry of components and their metrics behind `/status` and `/metrics`.
 pub struct Telemetry {
     inner: Arc<TelemetryInner>,
+    phase: Mutex<Phase>,
     components: Mutex<Vec<Arc<ComponentHealth>>>,
     started: Instant,
 }
@@ -297,6 +310,7 @@ impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
             inner: Arc::default(),
+            phase: Mutex::new(Phase::Starting),
             components: Mutex::default(),
             started: Instant::now(),
         }
@@ -332,6 +346,14 @@ impl Telemetry {
         c
     }
 
+    pub fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
     pub fn components(&self) -> Vec<Arc<ComponentHealth>> {
         self.components
             .lock()
@@ -358,6 +380,7 @@ impl Telemetry {
         let status = overall(&components);
         StatusReport {
             status,
+            phase: self.phase(),
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             components,

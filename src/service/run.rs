@@ -1,7 +1,7 @@
 //! Runs a configuration until SIGINT/SIGTERM, then shuts down in order. SIGHUP is
 //! logged and ignored (configuration reload does not exist yet).
 
-use super::health::Telemetry;
+use super::health::{Phase, Telemetry};
 use crate::config::Config;
 use crate::pipeline::topology::Topology;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,8 @@ pub enum RunError {
 /// Starts everything, waits for `stop` (or a signal), then drains within the configured deadline.
 ///
 /// The service endpoint is bound first, so a busy port fails before any receiver listens
-/// and `/health` answers (and `/status` shows components `starting`) during start-up.
+/// and `/health` answers during start-up (phase `starting`, components `starting` in
+/// `/status`); the phase is `running` once every receiver listens.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
     // Installed first: from here on SIGHUP cannot kill the process, even during start-up.
     let mut signals = Signals::install();
@@ -47,12 +48,14 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
             return Err(e.into());
         }
     };
+    telemetry.set_phase(Phase::Running);
     tracing::info!(config = %cfg.file, "tradewatch started");
 
     tokio::select! {
         _ = stop.cancelled() => {}
         _ = signals.wait() => {}
     }
+    telemetry.set_phase(Phase::Draining);
     tracing::info!(deadline = ?cfg.service.shutdown_timeout, "shutting down: no new data accepted; draining");
     let report = topology.shutdown(cfg.service.shutdown_timeout).await;
     // The service endpoint stays up while draining, so /status shows it; now it goes.

@@ -46,7 +46,7 @@ pub struct Collector {
 
 impl Collector {
     /// Starts `tradewatch run` on `config` (written into a fresh temp dir, which is also
-    /// the working directory) and waits until `/health` answers.
+    /// the working directory) and waits until `/health` says start-up is over.
     pub fn start(config: &str, service_port: u16) -> Collector {
         Collector::start_with_env(config, service_port, &[])
     }
@@ -111,8 +111,9 @@ impl Collector {
                     self.logs()
                 );
             }
+            // The endpoint answers from the start; receivers listen once it says `running`.
             if http_get(self.service, "/health")
-                .map(|(code, _)| code == 200)
+                .map(|(code, body)| code == 200 && body.contains(r#""phase":"running""#))
                 .unwrap_or(false)
             {
                 return;
