@@ -458,3 +458,28 @@ pub fn span_ids(
         .map(|s| s.span_id.iter().map(|b| format!("{b:02x}")).collect())
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// Added on branch `health`.
+
+/// Polls `get` until it returns `want`, up to `timeout`, and fails showing the last value:
+/// for counters and states that other tasks (or processes) update.
+pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    want: T,
+    mut get: impl FnMut() -> T,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = get();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}: got {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
