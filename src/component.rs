@@ -255,7 +255,9 @@ pub type Running = BoxFuture<'static, ()>;
 ///
 /// A receiver is built from its configuration, then started with the [`Outputs`] of the
 /// pipelines that list it. Starting binds what it listens on, so a busy port fails
-/// start-up before anything serves; the returned future runs until shutdown.
+/// start-up before anything serves; the returned future runs until shutdown. If it ends
+/// before shutdown began, or panics, the receiver is `failed` in `/status` (with the
+/// panic message) and counted in `failures`; the rest of the service keeps running.
 pub trait Receiver: Send {
     /// Binds sockets or opens files, then returns the future that serves until
     /// `shutdown` is cancelled. Dropping the outputs when done is what lets the
@@ -289,6 +291,10 @@ impl Outputs {
 /// A processor runs inside its pipeline's task, so `process` is synchronous and must
 /// not block; a processor that needs I/O spawns it. A processor that holds data back
 /// (batching) reports when it next wants to run through [`Processor::deadline`].
+///
+/// A panic in `process` or `flush` is caught: the processor is `failed` for good, the
+/// batch in hand and what it held are lost (their acks resolve `GaveUp`), and later data
+/// reaching it is dropped the same way rather than passed on unprocessed.
 pub trait Processor: Send {
     /// Takes one batch and pushes what should continue down the pipeline into `out`.
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>);

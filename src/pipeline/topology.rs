@@ -1,10 +1,12 @@
 //! Builds the running graph from a checked configuration, and takes it down in order.
 //!
 //! Start-up: receivers are built first (they may offer control handles), then
-//! processors (which may use them), then exporters' sending loops, then each pipeline's
-//! task, and last the receivers are started, so nothing listens before everything
-//! downstream is ready. Shutdown runs the other way: receivers stop accepting, pipelines
-//! drain and flush, exporters empty their queues, all within one deadline.
+//! exporters (each started: [`crate::component::Exporter::start`] binds what it serves
+//! itself) with their sending loops, then processors (which may use control handles)
+//! and each pipeline's task, and last the receivers are started, so nothing listens
+//! before everything downstream is ready. Shutdown runs the other way: receivers stop
+//! accepting, pipelines drain and flush, exporters empty their queues and then shut
+//! down (closing what `start` opened), all within one deadline.
 
 use crate::component::{BuildContext, BuildError, Outputs, Receiver, Running};
 use crate::component::{ComponentId, Kind, Signal};
