@@ -7,7 +7,7 @@
 
 use crate::config::{ConfigError, Source};
 use crate::pipeline::alerts::{AlertQueue, AlertSink};
-use crate::pipeline::controls::Controls;
+use crate::pipeline::controls::{Controls, SharedState};
 use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::{Batch, Consumer, Payload};
@@ -185,6 +185,8 @@ pub struct BuildContext {
     pub telemetry: Arc<Telemetry>,
     pub state: StateDir,
     pub controls: Controls,
+    /// Backs [`BuildContext::shared`].
+    pub shared_state: SharedState,
     pub alerts: AlertSink,
     /// The receiving end of the alert queue, for the one receiver that routes alerts.
     pub alert_queue: AlertQueue,
@@ -194,6 +196,17 @@ pub struct BuildContext {
     /// reserve in it; a component that reads data itself (a log tail) can reserve before
     /// reading and put the lease on its batch.
     pub memory: Arc<MemoryBudget>,
+}
+
+impl BuildContext {
+    /// State shared by every instance of this component: a processor named in several
+    /// pipelines is built once per pipeline, and each instance gets the same `Arc<T>`
+    /// here (created by `init` for the first). Keep per-pipeline data (held batches) in
+    /// the instance and per-component data (per-bot state) here.
+    pub fn shared<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let key = format!("{} {}", self.health.kind.as_str(), self.id);
+        self.shared_state.get_or_init(&key, init)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +237,8 @@ pub trait ProcessorConfig: Send + Sync {
     fn signals(&self) -> Vec<Signal> {
         Signal::ALL.to_vec()
     }
-    /// One instance per pipeline that lists the processor.
+    /// One instance per pipeline that lists the processor; instances of one id share
+    /// state only through [`BuildContext::shared`].
     fn build(&self, signal: Signal, ctx: &BuildContext) -> Result<Box<dyn Processor>, BuildError>;
 }
 
@@ -246,7 +260,9 @@ pub type Running = BoxFuture<'static, ()>;
 ///
 /// A receiver is built from its configuration, then started with the [`Outputs`] of the
 /// pipelines that list it. Starting binds what it listens on, so a busy port fails
-/// start-up before anything serves; the returned future runs until shutdown.
+/// start-up before anything serves; the returned future runs until shutdown. If it ends
+/// before shutdown began, or panics, the receiver is `failed` in `/status` (with the
+/// panic message) and counted in `failures`; the rest of the service keeps running.
 pub trait Receiver: Send {
     /// Binds sockets or opens files, then returns the future that serves until
     /// `shutdown` is cancelled. Dropping the outputs when done is what lets the
@@ -280,6 +296,10 @@ impl Outputs {
 /// A processor runs inside its pipeline's task, so `process` is synchronous and must
 /// not block; a processor that needs I/O spawns it. A processor that holds data back
 /// (batching) reports when it next wants to run through [`Processor::deadline`].
+///
+/// A panic in `process` or `flush` is caught: the processor is `failed` for good, the
+/// batch in hand and what it held are lost (their acks resolve `GaveUp`), and later data
+/// reaching it is dropped the same way rather than passed on unprocessed.
 pub trait Processor: Send {
     /// Takes one batch and pushes what should continue down the pipeline into `out`.
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>);
@@ -329,7 +349,16 @@ pub trait Exporter: Send + Sync + 'static {
     /// Delivers one payload. The future must be `'static`: clone what it needs.
     fn export(&self, payload: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>>;
 
-    /// Flushes and closes, after the last export finished.
+    /// Starts what lives beside the export path, such as a listener of its own (a
+    /// scrape endpoint), after the exporter is built and before any receiver listens.
+    /// An error (a port in use) fails start-up; the core names the component in it.
+    /// What this starts is stopped by [`Exporter::shutdown`].
+    fn start(&self) -> BoxFuture<'static, Result<(), BuildError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Flushes and closes, after the last export finished: every pipeline feeding this
+    /// exporter has drained and its queue is empty (or was cut off at the deadline).
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }

@@ -30,7 +30,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the collector until SIGINT or SIGTERM.
+    /// Run the collector until SIGINT or SIGTERM (SIGHUP is logged and ignored: no reload yet).
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = "config.toml")]

@@ -1428,36 +1428,35 @@ async fn bad_input_on_both_protocols_is_rejected_counted_and_the_collector_keeps
     drop(channel);
 
     // Every rejection counted once, by kind; only the valid items accepted.
-    let bad_now = metric(
-        &collector,
-        r#"tradewatch_receiver_bad_requests_total{receiver="otlp"}"#,
-    );
-    let large_now = metric(
-        &collector,
-        r#"tradewatch_receiver_too_large_requests_total{receiver="otlp"}"#,
-    );
-    assert_eq!(
-        (bad_now, large_now),
-        (f64::from(bad), f64::from(too_large)),
-        "(bad_requests_total, too_large_requests_total): every refused request counted once, \
-         including those tonic refuses before the OTLP handler"
-    );
-    assert_eq!(
+    let counter = |name: &str| {
         metric(
             &collector,
-            r#"tradewatch_receiver_unauthorized_requests_total{receiver="otlp"}"#
-        ),
-        0.0
-    );
+            &format!(r#"tradewatch_receiver_{name}_requests_total{{receiver="otlp"}}"#),
+        )
+    };
     let accepted = |s: &str| {
         metric(
             &collector,
             &format!(r#"tradewatch_receiver_accepted_items_total{{receiver="otlp",signal="{s}"}}"#),
         )
     };
-    assert_eq!(accepted("traces"), 6.0, "accepted spans");
-    assert_eq!(accepted("logs"), 2.0, "accepted log records");
-    assert_eq!(accepted("metrics"), 0.0, "accepted metric points");
+    common::eventually_eq(
+        Duration::from_secs(10),
+        "(bad, too_large, unauthorized) requests: every refused request counted once, \
+         including those tonic refuses before the OTLP handler; then accepted (spans, log \
+         records, metric points)",
+        ((f64::from(bad), f64::from(too_large), 0.0), (6.0, 2.0, 0.0)),
+        || {
+            (
+                (
+                    counter("bad"),
+                    counter("too_large"),
+                    counter("unauthorized"),
+                ),
+                (accepted("traces"), accepted("logs"), accepted("metrics")),
+            )
+        },
+    );
 
     // Drain to the file and look at exactly what was written.
     let status = collector.terminate(Duration::from_secs(30));
@@ -1858,18 +1857,21 @@ async fn bearer_token_is_required_on_both_protocols_and_never_shown() {
             &format!(r#"tradewatch_receiver_{name}_requests_total{{receiver="otlp"}}"#),
         )
     };
-    assert_eq!(
-        (
-            counter("unauthorized"),
-            counter("bad"),
-            counter("too_large")
-        ),
+    common::eventually_eq(
+        Duration::from_secs(10),
+        "(unauthorized, bad, too_large): every refusal counted once, as what was checked first",
         (
             f64::from(unauthorized),
             f64::from(bad),
-            f64::from(too_large)
+            f64::from(too_large),
         ),
-        "(unauthorized, bad, too_large): every refusal counted once, as what was checked first"
+        || {
+            (
+                counter("unauthorized"),
+                counter("bad"),
+                counter("too_large"),
+            )
+        },
     );
     let (code, status_body) = common::http_get(collector.service, "/status").expect("GET /status");
     assert_eq!(code, 200);
@@ -2090,22 +2092,26 @@ async fn http1_keep_alive_clients_survive_refused_requests() {
             &format!(r#"tradewatch_receiver_{name}_requests_total{{receiver="otlp"}}"#),
         )
     };
-    assert_eq!(
+    common::eventually_eq(
+        Duration::from_secs(10),
+        "(bad, too_large, unauthorized) requests, accepted spans",
         (
-            counter("bad"),
-            counter("too_large"),
-            counter("unauthorized")
+            f64::from(bad),
+            f64::from(too_large),
+            0.0,
+            delivered.len() as f64,
         ),
-        (f64::from(bad), f64::from(too_large), 0.0),
-        "(bad, too_large, unauthorized)"
-    );
-    assert_eq!(
-        metric(
-            &collector,
-            r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#
-        ),
-        delivered.len() as f64,
-        "accepted spans"
+        || {
+            (
+                counter("bad"),
+                counter("too_large"),
+                counter("unauthorized"),
+                metric(
+                    &collector,
+                    r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#,
+                ),
+            )
+        },
     );
 
     // Known defect (reported with this test): a 4xx that is not the OTLP handler's — the

@@ -144,11 +144,12 @@ max_elapsed_time = "1s""#
         !names(&b).iter().any(|n| n.starts_with("lost")),
         "nothing given up on arrives later"
     );
-    let sent =
-        a.metric(r#"tradewatch_exporter_sent_items_total{exporter="otlp/out",signal="traces"}"#);
-    assert_eq!(sent, 9.0);
-    let failed = a.metric(
-        r#"tradewatch_exporter_send_failed_items_total{exporter="otlp/out",signal="traces"}"#,
-    );
-    assert_eq!(failed, 4.0);
+    common::eventually_eq(Duration::from_secs(10), "items sent", 9.0, || {
+        a.metric(r#"tradewatch_exporter_sent_items_total{exporter="otlp/out",signal="traces"}"#)
+    });
+    common::eventually_eq(Duration::from_secs(10), "items given up on", 4.0, || {
+        a.metric(
+            r#"tradewatch_exporter_send_failed_items_total{exporter="otlp/out",signal="traces"}"#,
+        )
+    });
 }

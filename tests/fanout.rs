@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{eventually, read_jsonl, spans_in, BlackHole, Collector};
+use common::{eventually, eventually_eq, read_jsonl, spans_in, BlackHole, Collector};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -98,7 +98,11 @@ fn a_stuck_exporter_stalls_no_one_until_its_queue_is_full() {
         "file/fast and file/copy deliver",
         || span_names(&c.path("fast.jsonl")) == want && span_names(&c.path("copy.jsonl")) == want,
     );
-    assert!(hole.accepted() >= 1, "the stuck exporter did try");
+    eventually(
+        Duration::from_secs(10),
+        "the stuck exporter connects",
+        || hole.accepted() >= 1,
+    );
     assert_eq!(
         c.metric(r#"tradewatch_exporter_sent_items_total{exporter="otlp/stuck",signal="traces"}"#),
         0.0
@@ -147,11 +151,14 @@ fn a_stuck_exporter_stalls_no_one_until_its_queue_is_full() {
         "file/copy has every accepted request",
         || span_names(&c.path("copy.jsonl")) == want,
     );
-    let refused_items =
-        c.metric(r#"tradewatch_receiver_refused_items_total{receiver="otlp",signal="traces"}"#);
-    assert_eq!(refused_items, 6.0);
-    let accepted_items =
-        c.metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#);
-    assert_eq!(accepted_items, (accepted.len() * 2) as f64);
+    eventually_eq(Duration::from_secs(10), "refused items", 6.0, || {
+        c.metric(r#"tradewatch_receiver_refused_items_total{receiver="otlp",signal="traces"}"#)
+    });
+    eventually_eq(
+        Duration::from_secs(10),
+        "accepted items",
+        (accepted.len() * 2) as f64,
+        || c.metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#),
+    );
     c.kill();
 }

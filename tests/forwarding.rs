@@ -823,9 +823,11 @@ fn forwards_everything(proto: Proto) {
             client.logs(proto, r);
         }
     }
-    assert_eq!(accepted(&a, "traces"), n_spans);
-    assert_eq!(accepted(&a, "metrics"), n_points);
-    assert_eq!(accepted(&a, "logs"), n_logs);
+    for (signal, n) in [("traces", n_spans), ("metrics", n_points), ("logs", n_logs)] {
+        common::eventually_eq(GIVE_UP, &format!("accepted {signal}"), n, || {
+            accepted(&a, signal)
+        });
+    }
 
     let out = b.path("out.jsonl");
     common::eventually(GIVE_UP, "A reports every item sent", || {
@@ -847,7 +849,12 @@ fn forwards_everything(proto: Proto) {
         assert_eq!(exporter_metric(&a, "dropped_items", signal), 0, "{signal}");
     }
     assert_eq!(retries(&a), 0, "B was up all along: nothing to retry");
-    assert_eq!(exporter_status(&a)["state"], "ok");
+    common::eventually_eq(GIVE_UP, "otlp/b's state", "ok".to_owned(), || {
+        exporter_status(&a)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
 
     // Both drain and stop cleanly; B's file is then final.
     let sa = a.terminate(GIVE_UP);
@@ -920,7 +927,9 @@ fn survives_outage(proto: Proto) {
     for r in &traces {
         client.traces(proto, r);
     }
-    assert_eq!(accepted(&a, "traces"), total, "A took every request");
+    common::eventually_eq(GIVE_UP, "A took every request", total, || {
+        accepted(&a, "traces")
+    });
 
     // Ten seconds with B down: A retries, delivers nothing, and says it is degraded.
     let start = Instant::now();

@@ -325,13 +325,26 @@ fn python_sdk_over_grpc_and_http_arrives_intact() {
     }
 
     // The receiver's counters agree with what the SDK sent.
-    let accepted = collector
-        .metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#);
-    assert_eq!(accepted as usize, expected_spans);
-    let accepted_logs = collector
-        .metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="logs"}"#);
-    assert_eq!(accepted_logs as usize, expected_logs);
-    let sent = collector
-        .metric(r#"tradewatch_exporter_sent_items_total{exporter="file",signal="traces"}"#);
-    assert_eq!(sent as usize, expected_spans);
+    // The file exporter counts a batch after writing it: poll.
+    for (what, sample, want) in [
+        (
+            "accepted spans",
+            r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#,
+            expected_spans,
+        ),
+        (
+            "accepted log records",
+            r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="logs"}"#,
+            expected_logs,
+        ),
+        (
+            "spans sent by the file exporter",
+            r#"tradewatch_exporter_sent_items_total{exporter="file",signal="traces"}"#,
+            expected_spans,
+        ),
+    ] {
+        common::eventually_eq(Duration::from_secs(20), what, want, || {
+            collector.metric(sample) as usize
+        });
+    }
 }

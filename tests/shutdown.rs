@@ -194,11 +194,10 @@ exporters = ["file", "otlp/b"]
         client.export(r).expect("A accepts");
     }
     let total = (N * SPANS_PER_REQUEST) as u64;
-    assert_eq!(
+    common::eventually_eq(Duration::from_secs(10), "accepted spans", total, || {
         a.metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#)
-            as u64,
-        total
-    );
+            as u64
+    });
     // The data sits in the batcher (its timeout is 10 s): nothing has gone out yet.
     assert_eq!(
         a.metric(r#"tradewatch_exporter_sent_items_total{exporter="otlp/b",signal="traces"}"#),
@@ -383,11 +382,14 @@ fn while_draining_new_requests_are_refused() {
         .cloned()
         .unwrap_or_else(|| panic!("no receiver otlp in {st}"));
     assert_eq!(receiver["state"], "stopped", "{st}");
-    assert_eq!(
-        a.metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#)
-            as u64,
+    common::eventually_eq(
+        Duration::from_secs(10),
+        "accepted spans: only the request sent before SIGTERM was taken",
         SPANS_PER_REQUEST as u64,
-        "only the request sent before SIGTERM was taken"
+        || {
+            a.metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#)
+                as u64
+        },
     );
     a.kill();
 }

@@ -7,7 +7,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 type Handle = Arc<dyn Any + Send + Sync>;
 
@@ -48,9 +48,46 @@ impl Controls {
     }
 }
 
+/// State shared by every instance of one component id.
+///
+/// A processor listed in several pipelines is built once per pipeline (a batch must not
+/// mix pipelines whose data goes to different exporters), but state that belongs to the
+/// component as a whole (per-bot risk counters, per-key enrichment) must not split. Each
+/// instance asks for it through [`crate::component::BuildContext::shared`] and gets the
+/// same `Arc`.
+#[derive(Clone, Default)]
+pub struct SharedState {
+    values: Arc<Mutex<HashMap<(String, TypeId), Handle>>>,
+}
+
+impl SharedState {
+    /// The `T` kept under `key`, created by `init` on first use.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, key: &str, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        let h = map
+            .entry((key.to_owned(), TypeId::of::<T>()))
+            .or_insert_with(|| Arc::new(init()));
+        h.clone()
+            .downcast::<T>()
+            .expect("entries are keyed by their own type")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_state_is_one_value_per_key_and_type() {
+        let s = SharedState::default();
+        let a = s.get_or_init("processor risk", || std::sync::atomic::AtomicU64::new(1));
+        let b = s.get_or_init("processor risk", || std::sync::atomic::AtomicU64::new(2));
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = s.get_or_init("processor risk/b", || std::sync::atomic::AtomicU64::new(3));
+        assert_eq!(other.load(std::sync::atomic::Ordering::Relaxed), 3);
+        let typed = s.get_or_init("processor risk", || String::from("x"));
+        assert_eq!(*typed, "x");
+    }
 
     struct Pause(&'static str);
     struct Other;

@@ -24,7 +24,9 @@ use crate::component::{PipelineId, Signal};
 use crate::pipeline::ack::delivered_all;
 use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::sending::{ExportItem, ExporterHandle};
+use crate::service::health::{panic_message, ComponentHealth};
 use prometheus_client::metrics::counter::Counter;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -159,7 +161,7 @@ impl Consumer {
 pub(crate) struct PipelineRunner {
     pub id: PipelineId,
     pub rx: mpsc::Receiver<Batch>,
-    pub processors: Vec<Box<dyn Processor>>,
+    pub processors: Vec<Stage>,
     pub exporters: Vec<ExporterHandle>,
 }
 
@@ -215,6 +217,84 @@ impl PipelineRunner {
         }
     }
 }
+
+/// One processor in a pipeline's chain, with the panic boundary around it.
+///
+/// A processor that panics is `failed` for good (its state may be half-updated): the
+/// batch it was given is lost and its acks resolve `GaveUp`, the data it held is dropped
+/// with it, and every later batch that reaches it is dropped the same way (counted in
+/// `failed_items`) rather than passed on unprocessed, since skipping a filter or a
+/// check would be worse than failing closed. The pipeline keeps taking input, so the
+/// receivers and the other pipelines keep serving.
+pub(crate) struct Stage {
+    processor: Option<Box<dyn Processor>>,
+    health: Arc<ComponentHealth>,
+    failed_items: Counter,
+}
+
+impl Stage {
+    pub fn new(
+        processor: Box<dyn Processor>,
+        health: Arc<ComponentHealth>,
+        signal: Signal,
+    ) -> Stage {
+        let failed_items = health.counter(
+            "failed_items",
+            "Items lost because the processor failed (their acknowledgements resolve GaveUp)",
+            &[("signal", signal.as_str())],
+        );
+        Stage {
+            processor: Some(processor),
+            health,
+            failed_items,
+        }
+    }
+
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let items = batch.payload.items();
+        let Some(p) = self.processor.as_mut() else {
+            self.lose(items, batch.acks);
+            return;
+        };
+        // Spare shares, so that a panic (which drops the batch mid-flight) is counted
+        // here; settled when the processor returned normally.
+        let spare = batch.acks.clone();
+        match catch_unwind(AssertUnwindSafe(|| p.process(batch, out))) {
+            Ok(()) => delivered_all(spare),
+            Err(panic) => {
+                self.lose(items, spare);
+                self.fail(&*panic);
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.processor.as_ref().and_then(|p| p.deadline())
+    }
+
+    fn flush(&mut self, force: bool, out: &mut Vec<Batch>) {
+        if let Some(p) = self.processor.as_mut() {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| p.flush(force, out))) {
+                self.fail(&*panic);
+            }
+        }
+    }
+
+    /// Dropping unsettled shares fails their acknowledgements.
+    fn lose(&self, items: u64, acks: Vec<Ack>) {
+        drop(acks);
+        self.failed_items.inc_by(items);
+    }
+
+    fn fail(&mut self, panic: &(dyn std::any::Any + Send)) {
+        self.health.report_failure(panic_message(panic));
+        // What it held goes with it; its Drop must not take the pipeline down either.
+        if let Some(p) = self.processor.take() {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(p)));
+        }
+    }
+}
+
 
 /// Hands a batch to each exporter of the pipeline; the copies share the payload and its
 /// memory lease, and each holds its own share of the acks.

@@ -1,22 +1,26 @@
 //! Builds the running graph from a checked configuration, and takes it down in order.
 //!
 //! Start-up: receivers are built first (they may offer control handles), then
-//! processors (which may use them), then exporters' sending loops, then each pipeline's
-//! task, and last the receivers are started, so nothing listens before everything
-//! downstream is ready. Shutdown runs the other way: receivers stop accepting, pipelines
-//! drain and flush, exporters empty their queues, all within one deadline.
+//! exporters (each started: [`crate::component::Exporter::start`] binds what it serves
+//! itself) with their sending loops, then processors (which may use control handles)
+//! and each pipeline's task, and last the receivers are started, so nothing listens
+//! before everything downstream is ready. Shutdown runs the other way: receivers stop
+//! accepting, pipelines drain and flush, exporters empty their queues and then shut
+//! down (closing what `start` opened), all within one deadline.
 
-use crate::component::{BuildContext, BuildError, Outputs, Receiver};
+use crate::component::{BuildContext, BuildError, Outputs, Receiver, Running};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::config::Config;
 use crate::pipeline::alerts::AlertSink;
-use crate::pipeline::controls::Controls;
+use crate::pipeline::controls::{Controls, SharedState};
 use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::sending::{self, ExporterHandle};
-use crate::pipeline::{Batch, Consumer, PipelineRunner};
-use crate::service::health::{State, Telemetry};
+use crate::pipeline::{Batch, Consumer, PipelineRunner, Stage};
+use crate::service::health::{panic_message, ComponentHealth, State, Telemetry};
 use crate::state::StateDir;
+use futures_util::FutureExt;
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,11 +49,23 @@ pub struct ShutdownReport {
     pub dropped_items: u64,
 }
 
+/// Runs a receiver's future and tells `/status` how it ended: `stopped` after shutdown
+/// began, `failed` (with the panic message, or because it ended early) otherwise. A
+/// panic is caught here, so it takes down this receiver only.
+async fn supervise(run: Running, health: Arc<ComponentHealth>, shutdown: CancellationToken) {
+    match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(()) if shutdown.is_cancelled() => health.set_state(State::Stopped),
+        Ok(()) => health.report_failure("the receiver stopped before shutdown"),
+        Err(panic) => health.report_failure(panic_message(&*panic)),
+    }
+}
+
 impl Topology {
     pub async fn start(cfg: &Config, telemetry: Arc<Telemetry>) -> Result<Topology, BuildError> {
         let stop_receiving = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let controls = Controls::default();
+        let shared_state = SharedState::default();
         // Alerts are counted under the `alerts` receiver, declared or not.
         let service_health = telemetry.component(
             Kind::Receiver,
@@ -84,6 +100,7 @@ impl Topology {
             telemetry: telemetry.clone(),
             state: StateDir::new(&cfg.service.data_dir, kind.as_str(), id.as_str()),
             controls: controls.clone(),
+            shared_state: shared_state.clone(),
             alerts: alert_sink.clone(),
             alert_queue: alert_queue.clone(),
             shutdown: stop_receiving.clone(),
@@ -125,6 +142,15 @@ impl Topology {
             }
             let c = ctx(Kind::Exporter, id, cfg.is_critical(Kind::Exporter, id));
             let exporter = ec.build(&c)?;
+            // Long-lived parts (a scrape endpoint) start before any data can flow; a
+            // failure here fails start-up, naming the component.
+            if let Err(e) = exporter.start().await {
+                let e = BuildError::new(id, e.message);
+                c.health.report_error(State::Failed, e.message.clone());
+                stop_receiving.cancel();
+                hard_stop.cancel();
+                return Err(e);
+            }
             let (handle, task) =
                 sending::spawn(exporter, &ec.sending(), c.health.clone(), hard_stop.clone());
             exporter_handles.insert(id.clone(), handle);
@@ -138,13 +164,11 @@ impl Topology {
             let mut processors = Vec::new();
             for pid in &p.processors {
                 let pc = &cfg.processors[pid];
-                processors.push(pc.build(
-                    p.id.signal,
-                    &ctx(Kind::Processor, pid, cfg.is_critical(Kind::Processor, pid)),
-                )?);
-                telemetry
-                    .component(Kind::Processor, pid, cfg.is_critical(Kind::Processor, pid))
-                    .set_state(State::Ok);
+                let c = ctx(Kind::Processor, pid, cfg.is_critical(Kind::Processor, pid));
+                let processor = pc.build(p.id.signal, &c)?;
+                c.health.failures();
+                c.health.set_state(State::Ok);
+                processors.push(Stage::new(processor, c.health, p.id.signal));
             }
             let (tx, rx) = mpsc::channel(p.capacity);
             for r in &p.receivers {
@@ -209,14 +233,11 @@ impl Topology {
                     return Err(e);
                 }
             };
+            health.failures();
             health.set_state(State::Ok);
-            let h = health.clone();
             running.push((
                 id,
-                tokio::spawn(async move {
-                    run.await;
-                    h.set_state(State::Stopped);
-                }),
+                tokio::spawn(supervise(run, health, stop_receiving.clone())),
             ));
         }
 

@@ -126,6 +126,24 @@ impl ComponentHealth {
         self.is_ok.store(state == State::Ok, Ordering::Release);
     }
 
+    /// The counter of this component's failures (`tradewatch_<kind>_failures_total`);
+    /// registering it at start-up makes a zero visible before anything fails.
+    pub fn failures(&self) -> Counter {
+        self.counter(
+            "failures",
+            "Times the component failed: it panicked, or its task ended before shutdown",
+            &[],
+        )
+    }
+
+    /// Marks the component `failed` for good, with the reason in `/status`, and counts it.
+    pub fn report_failure(&self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::error!(component = %self.id, kind = self.kind.as_str(), reason = %message, "component failed");
+        self.failures().inc();
+        self.report_error(State::Failed, message);
+    }
+
     pub fn set_detail(&self, detail: Option<String>) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).detail = detail;
     }
@@ -200,6 +218,16 @@ impl ComponentHealth {
     }
 }
 
+/// The message of a caught panic (`panic!("...")` payloads are `&str` or `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("panicked: {text}")
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentStatus {
     pub id: String,
@@ -213,9 +241,21 @@ pub struct ComponentStatus {
     pub counters: std::collections::BTreeMap<String, i64>,
 }
 
+/// Where the service is in its life: `starting` while components are built and
+/// receivers start (the service endpoint already answers), `running`, then `draining`
+/// once shutdown began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Running,
+    Draining,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     pub status: Overall,
+    pub phase: Phase,
     pub version: &'static str,
     pub uptime_seconds: f64,
     /// Service-wide gauges (`memory_used_bytes`, `memory_limit_bytes`).
@@ -263,6 +303,7 @@ impl TelemetryInner {
 /// The registry of components and their metrics behind `/status` and `/metrics`.
 pub struct Telemetry {
     inner: Arc<TelemetryInner>,
+    phase: Mutex<Phase>,
     components: Mutex<Vec<Arc<ComponentHealth>>>,
     service: Mutex<Vec<(String, Gauge)>>,
     started: Instant,
@@ -272,6 +313,7 @@ impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
             inner: Arc::default(),
+            phase: Mutex::new(Phase::Starting),
             components: Mutex::default(),
             service: Mutex::default(),
             started: Instant::now(),
@@ -325,6 +367,14 @@ impl Telemetry {
         g
     }
 
+    pub fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
     pub fn components(&self) -> Vec<Arc<ComponentHealth>> {
         self.components
             .lock()
@@ -351,6 +401,7 @@ impl Telemetry {
         let status = overall(&components);
         StatusReport {
             status,
+            phase: self.phase(),
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             service: self

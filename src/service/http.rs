@@ -12,13 +12,16 @@ use tokio_util::sync::CancellationToken;
 
 pub fn router(telemetry: Arc<Telemetry>) -> Router {
     Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({ "status": "alive" })) }),
-        )
+        .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(telemetry)
+}
+
+/// Liveness: 200 from the moment the endpoint is bound, with the phase (`starting`,
+/// `running`, `draining`) so a caller can wait for start-up to finish.
+async fn health(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "alive", "phase": t.phase() }))
 }
 
 async fn status(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {

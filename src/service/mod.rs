@@ -4,4 +4,4 @@ pub mod health;
 pub mod http;
 pub mod run;
 
-pub use health::{ComponentHealth, Overall, State, Telemetry};
+pub use health::{ComponentHealth, Overall, Phase, State, Telemetry};

@@ -1,6 +1,7 @@
-//! Runs a configuration until SIGINT/SIGTERM, then shuts down in order.
+//! Runs a configuration until SIGINT/SIGTERM, then shuts down in order. SIGHUP is
+//! logged and ignored (configuration reload does not exist yet).
 
-use super::health::Telemetry;
+use super::health::{Phase, Telemetry};
 use crate::config::Config;
 use crate::pipeline::topology::Topology;
 use tokio_util::sync::CancellationToken;
@@ -19,31 +20,42 @@ pub enum RunError {
 }
 
 /// Starts everything, waits for `stop` (or a signal), then drains within the configured deadline.
+///
+/// The service endpoint is bound first, so a busy port fails before any receiver listens
+/// and `/health` answers during start-up (phase `starting`, components `starting` in
+/// `/status`); the phase is `running` once every receiver listens.
 pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
+    // Installed first: from here on SIGHUP cannot kill the process, even during start-up.
+    let mut signals = Signals::install();
     let telemetry = Telemetry::new();
-    let topology = Topology::start(&cfg, telemetry.clone()).await?;
     let service_stop = CancellationToken::new();
     let service = match cfg.service.http {
         Some(addr) => {
-            let fut = super::http::serve(addr, telemetry.clone(), service_stop.clone())
+            let serve = super::http::serve(addr, telemetry.clone(), service_stop.clone())
                 .await
-                .map_err(|source| RunError::ServiceEndpoint { addr, source });
-            match fut {
-                Ok(f) => Some(tokio::spawn(f)),
-                Err(e) => {
-                    topology.shutdown(cfg.service.shutdown_timeout).await;
-                    return Err(e);
-                }
-            }
+                .map_err(|source| RunError::ServiceEndpoint { addr, source })?;
+            Some(tokio::spawn(serve))
         }
         None => None,
     };
+    let topology = match Topology::start(&cfg, telemetry.clone()).await {
+        Ok(t) => t,
+        Err(e) => {
+            service_stop.cancel();
+            if let Some(s) = service {
+                let _ = s.await;
+            }
+            return Err(e.into());
+        }
+    };
+    telemetry.set_phase(Phase::Running);
     tracing::info!(config = %cfg.file, "tradewatch started");
 
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = shutdown_signal() => {}
+        _ = signals.wait() => {}
     }
+    telemetry.set_phase(Phase::Draining);
     tracing::info!(deadline = ?cfg.service.shutdown_timeout, "shutting down: no new data accepted; draining");
     let report = topology.shutdown(cfg.service.shutdown_timeout).await;
     // The service endpoint stays up while draining, so /status shows it; now it goes.
@@ -61,27 +73,45 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM stop the service. SIGHUP (sent by log rotation scripts) is logged
+/// and otherwise ignored until configuration reload exists.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
+    unix: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let all = (|| {
+                Ok::<_, std::io::Error>([
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::hangup())?,
+                ])
+            })();
+            if let Err(e) = &all {
+                tracing::warn!(error = %e, "cannot install signal handlers; only Ctrl-C stops the service");
+            }
+            Signals { unix: all.ok() }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let Some([term, int, hup]) = &mut self.unix {
+            loop {
                 tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => return tracing::info!("SIGTERM received"),
+                    _ = int.recv() => return tracing::info!("SIGINT received"),
+                    _ = hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not supported yet; still running with the configuration loaded at start"),
                 }
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

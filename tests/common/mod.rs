@@ -46,7 +46,7 @@ pub struct Collector {
 
 impl Collector {
     /// Starts `tradewatch run` on `config` (written into a fresh temp dir, which is also
-    /// the working directory) and waits until `/health` answers.
+    /// the working directory) and waits until `/health` says start-up is over.
     pub fn start(config: &str, service_port: u16) -> Collector {
         Collector::start_with_env(config, service_port, &[])
     }
@@ -111,8 +111,9 @@ impl Collector {
                     self.logs()
                 );
             }
+            // The endpoint answers from the start; receivers listen once it says `running`.
             if http_get(self.service, "/health")
-                .map(|(code, _)| code == 200)
+                .map(|(code, body)| code == 200 && body.contains(r#""phase":"running""#))
                 .unwrap_or(false)
             {
                 return;
@@ -456,4 +457,29 @@ pub fn span_ids(
         .flat_map(|s| &s.spans)
         .map(|s| s.span_id.iter().map(|b| format!("{b:02x}")).collect())
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Added on branch `health`.
+
+/// Polls `get` until it returns `want`, up to `timeout`, and fails showing the last value:
+/// for counters and states that other tasks (or processes) update.
+pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    want: T,
+    mut get: impl FnMut() -> T,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = get();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}: got {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -11,7 +11,7 @@ use crate::component::{
 };
 use crate::config::{component_config, ConfigError, Source};
 use crate::pipeline::alerts::{kv_str, Alert};
-use crate::pipeline::{Batch, Payload, Refused};
+use crate::pipeline::{Batch, Consumer, Payload, Refused};
 use futures_util::future::BoxFuture;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -60,7 +60,7 @@ impl Receiver for AlertsReceiver {
     fn start(
         self: Box<Self>,
         outputs: Outputs,
-        _shutdown: tokio_util::sync::CancellationToken,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> BoxFuture<'static, Result<Running, BuildError>> {
         let AlertsReceiver { id, mut rx } = *self;
         Box::pin(async move {
@@ -71,49 +71,74 @@ impl Receiver for AlertsReceiver {
                 ));
             };
             let run: Running = Box::pin(async move {
-                // Runs until every component holding an AlertSink is gone, so alerts
-                // raised while the service drains are still delivered.
-                while let Some(alert) = rx.recv().await {
-                    let req = ExportLogsServiceRequest {
-                        resource_logs: vec![ResourceLogs {
-                            resource: Some(Resource {
-                                attributes: vec![kv_str("service.name", "tradewatch")],
-                                ..Default::default()
-                            }),
-                            scope_logs: vec![ScopeLogs {
-                                scope: Some(InstrumentationScope {
-                                    name: "tradewatch.alerts".into(),
-                                    version: env!("CARGO_PKG_VERSION").into(),
-                                    ..Default::default()
-                                }),
-                                log_records: vec![alert.to_log_record()],
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        }],
-                    };
-                    let mut delay = Duration::from_millis(50);
-                    loop {
-                        match consumer
-                            .consume(Batch::new(Payload::Logs(req.clone())))
-                            .await
-                        {
-                            Ok(()) => break,
-                            Err(Refused::ShuttingDown) => {
-                                tracing::error!(alert = %alert.name, summary = %alert.summary, "pipeline closed; alert logged here only");
+                // Serves until shutdown begins, then delivers what was already raised
+                // and stops, whoever still holds an AlertSink: waiting for every sink to
+                // drop could wait for ever (a processor holding one lives until its
+                // pipeline drains, which waits for this receiver). Alerts raised later
+                // are logged and counted by the sink.
+                loop {
+                    let alert = tokio::select! {
+                        biased;
+                        a = rx.recv() => match a {
+                            Some(a) => a,
+                            // No sink left: nothing more can come before shutdown.
+                            None => {
+                                shutdown.cancelled().await;
                                 break;
                             }
-                            // Internal data has no client to retry for it: wait for room.
-                            Err(Refused::Full) => {
-                                tokio::time::sleep(delay).await;
-                                delay = (delay * 2).min(Duration::from_secs(2));
-                            }
-                        }
-                    }
+                        },
+                        _ = shutdown.cancelled() => break,
+                    };
+                    deliver(&consumer, alert).await;
+                }
+                rx.close();
+                while let Ok(alert) = rx.try_recv() {
+                    deliver(&consumer, alert).await;
                 }
             });
             Ok(run)
         })
+    }
+}
+
+/// Puts one alert into the logs pipelines, waiting for room: internal data has no client
+/// to retry for it.
+async fn deliver(consumer: &Consumer, alert: Alert) {
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", "tradewatch")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "tradewatch.alerts".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                log_records: vec![alert.to_log_record()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match consumer
+            .consume(Batch::new(Payload::Logs(req.clone())))
+            .await
+        {
+            Ok(()) => break,
+            Err(Refused::ShuttingDown) => {
+                tracing::error!(alert = %alert.name, summary = %alert.summary, "pipeline closed; alert logged here only");
+                break;
+            }
+            // Internal data has no client to retry for it: wait for room.
+            Err(Refused::Full) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 
@@ -143,7 +168,8 @@ mod tests {
             id: ComponentId::parse("alerts").unwrap(),
             rx,
         });
-        let run = receiver.start(outputs, Default::default()).await.unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let run = receiver.start(outputs, shutdown.clone()).await.unwrap();
         let task = tokio::spawn(run);
         let alert = |state| Alert {
             name: "MaxDrawdownExceeded".into(),
@@ -157,7 +183,9 @@ mod tests {
         };
         sink.emit(alert(AlertState::Firing));
         sink.emit(alert(AlertState::Resolved));
-        drop(sink);
+        // Shutdown begins with the sink still held: what was raised is still delivered,
+        // and the receiver stops all the same.
+        shutdown.cancel();
         let mut records = Vec::new();
         while let Some(b) = pipeline.recv().await {
             let Payload::Logs(req) = b.payload else {
@@ -166,6 +194,7 @@ mod tests {
             records.extend(req.resource_logs[0].scope_logs[0].log_records.clone());
         }
         task.await.unwrap();
+        drop(sink);
         assert_eq!(records.len(), 2);
         let attr = |r: &LogRecord, k: &str| {
             r.attributes.iter().find(|kv| kv.key == k).and_then(|kv| {
