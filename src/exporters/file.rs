@@ -23,7 +23,7 @@ pub struct FileConfig {
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
-    let c: FileConfig = component_config(src, Kind::Exporter, id)?;
+    let mut c: FileConfig = component_config(src, Kind::Exporter, id)?;
     if c.path.as_os_str().is_empty() {
         return Err(src.component_error(
             Kind::Exporter,
@@ -32,6 +32,7 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, 
             "path must not be empty".into(),
         ));
     }
+    c.path = src.resolve_path(&c.path);
     Ok(Arc::new(c))
 }
 
