@@ -154,7 +154,11 @@ fn nasty_values_arrive_unchanged_and_create_nothing() {
             .unwrap_or_else(|e| panic!("{what}: the config is refused:\n{e}"));
         let p = probed();
         assert_eq!(p.len(), 1, "{what}");
-        assert_eq!(p[0].token.expose(), *value, "{what}: the value arrives unchanged");
+        assert_eq!(
+            p[0].token.expose(),
+            *value,
+            "{what}: the value arrives unchanged"
+        );
         assert_eq!(
             p[0].tags,
             [*value, "fallback", "${TW_TOKEN}"],
@@ -189,7 +193,10 @@ struct OtlpToken {
 fn a_whole_reference_fills_typed_fields() {
     load(PROBE_CONFIG, &[("TW_TOKEN", "t")]).unwrap();
     let p = probed().remove(0);
-    assert_eq!((p.count, p.on, p.wait.get()), (5, true, Duration::from_secs(2)));
+    assert_eq!(
+        (p.count, p.on, p.wait.get()),
+        (5, true, Duration::from_secs(2))
+    );
 
     let env = [
         ("TW_TOKEN", "t"),
@@ -218,7 +225,9 @@ fn a_whole_reference_fills_typed_fields() {
         .expect("refused")
         .to_string();
     assert!(
-        e.starts_with("/etc/tw/t.toml:9:6: exporters.probe.on: the value of ${TW_ON} is not a boolean"),
+        e.starts_with(
+            "/etc/tw/t.toml:9:6: exporters.probe.on: the value of ${TW_ON} is not a boolean"
+        ),
         "{e}"
     );
     // Unset without a default: located at the reference.
@@ -370,10 +379,7 @@ fn assert_created_nothing(c: &Collector) {
         .iter()
         .map(|c| c["id"].as_str().unwrap_or_default())
         .collect();
-    assert!(
-        ids.contains(&"otlp") && ids.contains(&"file"),
-        "{ids:?}"
-    );
+    assert!(ids.contains(&"otlp") && ids.contains(&"file"), "{ids:?}");
     assert!(
         !ids.iter().any(|i| *i == "nop" || i.contains("evil")),
         "nothing created from the value: {ids:?}"
@@ -420,7 +426,11 @@ fn a_newline_and_tables_in_a_value_create_nothing() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         stdout.trim_end(),
         format!(
@@ -450,22 +460,25 @@ fn relative_paths_in_the_binary_start_at_the_config_folder() {
     c.wait_healthy();
     assert_eq!(post_with_token(http, b"t"), 200);
     let out = c.path("conf/out/t.jsonl");
-    eventually(Duration::from_secs(10), "the span next to the config", || {
-        spans_in(&read_jsonl(&out)).len() == 1
-    });
-    assert!(!c.path("out").exists(), "nothing relative to the working directory");
+    eventually(
+        Duration::from_secs(10),
+        "the span next to the config",
+        || spans_in(&read_jsonl(&out)).len() == 1,
+    );
+    assert!(
+        !c.path("out").exists(),
+        "nothing relative to the working directory"
+    );
     assert!(c.terminate(Duration::from_secs(20)).success());
 }
 
-#[test]
-fn a_port_in_use_is_named_by_its_config_key() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let service = common::free_port();
-    let config = format!(
-        "[receivers.otlp]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"off\"\n[exporters.nop]\n[service]\nhttp = \"127.0.0.1:{service}\"\n[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"nop\"]\n"
-    );
+/// Runs `config` (written in a fresh folder that also holds `files`) and returns the
+/// logs of the start-up failure it must end in.
+fn failed_start(config: &str, service: u16, files: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     let mut c = Collector::spawn(dir, path, service, &[]);
@@ -476,14 +489,25 @@ fn a_port_in_use_is_named_by_its_config_key() {
         }
         assert!(
             Instant::now() < deadline,
-            "still running with its port taken:\n{}",
+            "still running, though it cannot start:\n{}",
             c.logs()
         );
         std::thread::sleep(Duration::from_millis(20));
     };
     c.child = None;
-    assert!(!status.success());
-    let logs = c.logs();
+    assert!(!status.success(), "{}", c.logs());
+    c.logs()
+}
+
+#[test]
+fn a_port_in_use_is_named_by_its_config_key() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let service = common::free_port();
+    let config = format!(
+        "[receivers.otlp]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"off\"\n[exporters.nop]\n[service]\nhttp = \"127.0.0.1:{service}\"\n[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"nop\"]\n"
+    );
+    let logs = failed_start(&config, service, &[]);
     assert!(
         logs.contains(&format!(
             "receivers.otlp.grpc: cannot listen for OTLP/gRPC on 127.0.0.1:{port}:"
@@ -491,4 +515,19 @@ fn a_port_in_use_is_named_by_its_config_key() {
         "{logs}"
     );
     drop(taken);
+}
+
+#[test]
+fn a_file_that_cannot_be_created_is_named_by_its_config_key() {
+    let service = common::free_port();
+    let config = format!(
+        "[receivers.otlp]\ngrpc = \"off\"\nhttp = \"127.0.0.1:{}\"\n[exporters.file]\npath = \"blocker/out.jsonl\"\n[service]\nhttp = \"127.0.0.1:{service}\"\n[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"file\"]\n",
+        common::free_port()
+    );
+    // `blocker` is a file, so no folder can be made there.
+    let logs = failed_start(&config, service, &["blocker"]);
+    assert!(
+        logs.contains("exporters.file.path: cannot create "),
+        "{logs}"
+    );
 }

@@ -93,21 +93,37 @@ pub(crate) fn lookup(vars: &Vars, name: &str, default: Option<&str>) -> Result<S
     }
 }
 
-/// Expands `s`; also returns the variable's name when `s` is exactly one reference.
-pub(crate) fn expand<'s>(s: &'s str, vars: &Vars) -> Result<(String, Option<&'s str>), String> {
+/// The references a string value holds.
+#[derive(Clone, Copy)]
+pub(crate) enum Refs<'s> {
+    None,
+    /// The value is exactly this one reference.
+    Whole(&'s str),
+    /// The first of the references inside other text.
+    Within(&'s str),
+}
+
+/// Expands `s`, and says which references it held.
+pub(crate) fn expand<'s>(s: &'s str, vars: &Vars) -> Result<(String, Refs<'s>), String> {
     let pieces = pieces(s).map_err(|(_, m)| m)?;
-    let whole = match pieces.as_slice() {
-        [Piece::Var { name, .. }] => Some(*name),
-        _ => None,
-    };
+    let mut refs = Refs::None;
     let mut out = String::with_capacity(s.len());
-    for p in pieces {
+    for p in &pieces {
         match p {
             Piece::Text(t) => out.push_str(t),
-            Piece::Var { name, default } => out.push_str(&lookup(vars, name, default)?),
+            Piece::Var { name, default } => {
+                if let Refs::None = refs {
+                    refs = if pieces.len() == 1 {
+                        Refs::Whole(name)
+                    } else {
+                        Refs::Within(name)
+                    };
+                }
+                out.push_str(&lookup(vars, name, *default)?);
+            }
         }
     }
-    Ok((out, whole))
+    Ok((out, refs))
 }
 
 /// What the caller asked the deserializer for, so a whole `${VAR}` can be parsed into it.
@@ -246,21 +262,22 @@ struct Visit<'v, V> {
 
 impl<'de, V: Visitor<'de>> Visit<'_, V> {
     fn string<E: de::Error>(self, s: &str) -> Result<V::Value, E> {
-        let (text, whole) = expand(s, self.vars).map_err(E::custom)?;
-        let bad = |name: &str| {
-            E::custom(format!(
-                "the value of ${{{name}}} is not {}",
-                &self.v as &dyn Expected
-            ))
-        };
-        match (self.want, whole) {
+        let (text, refs) = expand(s, self.vars).map_err(E::custom)?;
+        let expected = &self.v as &dyn Expected;
+        let bad = |name: &str| E::custom(format!("the value of ${{{name}}} is not {expected}"));
+        let typed = matches!(self.want, Want::Bool | Want::Int | Want::Float);
+        match (self.want, refs) {
             (Want::Enum, _) => self.v.visit_enum(text.into_deserializer()),
-            (Want::Bool, Some(name)) => match text.trim() {
+            // Not echoed: the text holds an environment value, which may be a secret.
+            (_, Refs::Within(name)) if typed => Err(E::custom(format!(
+                "expected {expected}, found text around ${{{name}}}: to fill this key from the environment, write the reference alone (\"${{{name}}}\")"
+            ))),
+            (Want::Bool, Refs::Whole(name)) => match text.trim() {
                 "true" => self.v.visit_bool(true),
                 "false" => self.v.visit_bool(false),
                 _ => Err(bad(name)),
             },
-            (Want::Int, Some(name)) => {
+            (Want::Int, Refs::Whole(name)) => {
                 if let Ok(n) = text.trim().parse::<u64>() {
                     self.v.visit_u64(n)
                 } else if let Ok(n) = text.trim().parse::<i64>() {
@@ -269,7 +286,7 @@ impl<'de, V: Visitor<'de>> Visit<'_, V> {
                     Err(bad(name))
                 }
             }
-            (Want::Float, Some(name)) => match text.trim().parse::<f64>() {
+            (Want::Float, Refs::Whole(name)) => match text.trim().parse::<f64>() {
                 Ok(n) => self.v.visit_f64(n),
                 Err(_) => Err(bad(name)),
             },

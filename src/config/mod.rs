@@ -5,6 +5,8 @@
 //! a generic pass that reads the shape (component names, pipelines, the service
 //! section) with spans, then one typed pass per component, which deserializes just that
 //! component's table with `deny_unknown_fields` so its own mistakes carry their spans too.
+//! `${VAR}` is expanded in string values as both passes read them (see `expand`), never
+//! in the text, so the environment cannot change the file's shape.
 
 mod expand;
 mod secret;
@@ -1254,8 +1256,14 @@ mod tests {
 
         // Only a whole reference is parsed: text around it keeps the value a string.
         let e = read::<Typed>(&raw.replace("n = \"${PORT}\"", "n = \"${PORT}0\"")).unwrap_err();
+        assert_eq!(
+            e,
+            "t.toml:1:5: n: expected usize, found text around ${PORT}: to fill this key from the environment, write the reference alone (\"${PORT}\")"
+        );
+        // Without a reference, serde says what it found.
+        let e = read::<Typed>(&raw.replace("n = \"${PORT}\"", "n = \"4317\"")).unwrap_err();
         assert!(
-            e.contains("t.toml:1:5: n: invalid type: string \"43170\", expected usize"),
+            e.contains("n: invalid type: string \"4317\", expected usize"),
             "{e}"
         );
         // A whole reference whose value does not parse names the variable, not its value.

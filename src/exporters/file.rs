@@ -50,7 +50,12 @@ impl ExporterConfig for FileConfig {
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                BuildError::new(&ctx.id, format!("cannot create {}: {e}", dir.display()))
+                BuildError::at_key(
+                    &ctx.id,
+                    Kind::Exporter,
+                    "path",
+                    format!("cannot create {}: {e}", dir.display()),
+                )
             })?;
         }
         let f = OpenOptions::new()
@@ -58,7 +63,12 @@ impl ExporterConfig for FileConfig {
             .append(true)
             .open(&self.path)
             .map_err(|e| {
-                BuildError::new(&ctx.id, format!("cannot open {}: {e}", self.path.display()))
+                BuildError::at_key(
+                    &ctx.id,
+                    Kind::Exporter,
+                    "path",
+                    format!("cannot open {}: {e}", self.path.display()),
+                )
             })?;
         Ok(Arc::new(FileExporter {
             out: Arc::new(Mutex::new(BufWriter::new(f))),
