@@ -213,16 +213,14 @@ fn a_whole_reference_fills_typed_fields() {
 
     // A value that is not of the field's type: located, the variable named, the value not.
     let e = load(PROBE_CONFIG, &[("TW_TOKEN", "t"), ("TW_COUNT", "s3cr3t")])
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert_eq!(
         e,
         "/etc/tw/t.toml:8:9: exporters.probe.count: the value of ${TW_COUNT} is not usize"
     );
     let e = load(PROBE_CONFIG, &[("TW_TOKEN", "t"), ("TW_ON", "yes")])
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.starts_with(
@@ -231,7 +229,7 @@ fn a_whole_reference_fills_typed_fields() {
         "{e}"
     );
     // Unset without a default: located at the reference.
-    let e = load(PROBE_CONFIG, &[]).err().expect("refused");
+    let e = load(PROBE_CONFIG, &[]).expect_err("refused");
     let lines: Vec<(usize, &str)> = e.0.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(
         lines,
@@ -268,8 +266,7 @@ fn critical_is_read_for_every_kind_and_hidden_from_the_component() {
         &text.replace("critical = true", "critical = 1"),
         &[("TW_TOKEN", "t")],
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(
         (e.0[0].line, e.0[0].key.as_str()),
@@ -288,7 +285,7 @@ fn a_dangling_or_mistyped_reference_is_refused_with_file_line_and_key() {
         )
         .replace("tags = [", "alerts_to = \"file\"\ntags = [")
         .replace("exporters = [\"probe\"]", "processors = [\"risk\"]\nexporters = [\"probe\", \"file\"]");
-    let e = load(&text, &[("TW_TOKEN", "t")]).err().expect("refused");
+    let e = load(&text, &[("TW_TOKEN", "t")]).expect_err("refused");
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(
         e.to_string(),
@@ -303,8 +300,7 @@ fn a_dangling_or_mistyped_reference_is_refused_with_file_line_and_key() {
             .replace("alerts_to = \"file\"", "alerts_to = \"probe\""),
         &[("TW_TOKEN", "t")],
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(
         e.to_string(),
         "/etc/tw/t.toml:11:1: exporters.probe.alerts_to: exporter \"probe\" is of type \"probe\", but this key takes only: file"

@@ -38,10 +38,10 @@ pub(crate) fn pieces(s: &str) -> Result<Vec<Piece<'_>>, (usize, String)> {
     let mut offset = 0;
     while let Some(pos) = rest.find('$') {
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(literal) = after.strip_prefix("$${") {
             out.push(Piece::Text(&rest[..pos]));
             out.push(Piece::Text(&after[1..3]));
-            rest = &after[3..];
+            rest = literal;
             offset += pos + 3;
             continue;
         }
