@@ -414,6 +414,30 @@ fn cases() -> Vec<Case> {
             message: "cannot read the configuration file: No such file or directory",
         },
         Case {
+            name: "wrong type inside an inline table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nheaders = { \"x-api-key\" = 5 }\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "headers = {",
+            key: "exporters.\"otlp/jaeger\".headers.\"x-api-key\"",
+            message: "invalid type: integer `5`, expected a string",
+        },
+        Case {
+            name: "a component written as an inline table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters]\n\"otlp/j\" = { endpoint = 5, timeout = \"5x\" }\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/j\"]\n",
+            ]),
+            at: "endpoint = 5",
+            key: "exporters.\"otlp/j\".endpoint",
+            message: "invalid type: integer `5`, expected a string",
+        },
+        Case {
             name: "a whole ${VAR} that does not parse as the field's type",
             config: cat(&[
                 OTLP_IN,
@@ -785,7 +809,7 @@ exporters = ["otlp/jaeger"]
         ),
         (
             13,
-            "exporters.\"otlp/jaeger\".headers",
+            "exporters.\"otlp/jaeger\".headers.\"x-api-key\"",
             "invalid type: integer `5`",
         ),
         (

@@ -227,19 +227,17 @@ impl Source {
     }
 
     /// An error at `span`. The key is read off the file: the table header above the
-    /// span plus the key written on its line (`path` is the fallback when neither exists);
-    /// on a line holding no key (an element of a multi-line array), the innermost key
-    /// whose value holds the span.
+    /// span plus the key written on its line (`path` is the fallback when neither exists),
+    /// or deeper: the innermost key whose value holds the span (inside an inline table, or
+    /// on the line of a multi-line array element, which holds no key).
     pub fn error_at(&self, span: Option<Range<usize>>, path: &str, message: String) -> ConfigError {
         let key = match &span {
             Some(span) => {
                 let index = self.line_col(span.start).0 - 1;
-                let line = self.text.lines().nth(index).unwrap_or("");
-                let key = if header_path(line).is_none() && line_key(line).is_empty() {
-                    self.written_key_at(span.start)
-                        .unwrap_or_else(|| key_at_line(&self.text, index))
-                } else {
-                    key_at_line(&self.text, index)
+                let on_line = key_at_line(&self.text, index);
+                let key = match self.written_key_at(span.start) {
+                    Some(k) if on_line.is_empty() || k.starts_with(&format!("{on_line}.")) => k,
+                    _ => on_line,
                 };
                 let key = if key.is_empty() { path.to_owned() } else { key };
                 name_unknown_field(key, &message)
@@ -349,13 +347,18 @@ impl Source {
     fn without_entry_at(&self, kind: Kind, name: &str, e: &ConfigError) -> Option<Source> {
         let offset = offset_of(&self.text, e.line, e.column)?;
         let doc = DeTable::parse(&self.text).ok()?;
-        fn child<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<&'a DeTable<'i>> {
+        fn child<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
             t.iter()
                 .find(|(k, _)| k.get_ref().as_ref() == key)
-                .and_then(|(_, v)| v.get_ref().as_table())
+                .map(|(_, v)| v)
         }
-        let component = child(doc.get_ref(), kind.table()).and_then(|t| child(t, name))?;
-        let ranges = entry_ranges_at(&self.text, component, offset)?;
+        let kind_table = child(doc.get_ref(), kind.table())?.get_ref().as_table()?;
+        let component = child(kind_table, name)?;
+        // The entries of an inline table share a line: there is no one to cut out.
+        if self.text[component.span()].starts_with('{') {
+            return None;
+        }
+        let ranges = entry_ranges_at(&self.text, component.get_ref().as_table()?, offset)?;
         let mut bytes = self.text.clone().into_bytes();
         for r in ranges {
             for b in &mut bytes[r] {
@@ -364,9 +367,11 @@ impl Source {
                 }
             }
         }
+        let text = String::from_utf8(bytes).ok()?;
+        DeTable::parse(&text).ok()?;
         Some(Source {
             file: self.file.clone(),
-            text: String::from_utf8(bytes).ok()?,
+            text,
             vars: self.vars.clone(),
             base_dir: self.base_dir.clone(),
         })
