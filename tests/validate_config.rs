@@ -85,7 +85,7 @@ fn cases() -> Vec<Case> {
             name: "unknown key inside a component",
             config: cat(&[
                 OTLP_IN,
-                "[exporters.\"otlp/jaeger\"]\nendpiont = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nendpiont = \"http://127.0.0.1:14318\"\n",
                 SERVICE,
                 "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
             ]),
@@ -438,6 +438,13 @@ fn cases() -> Vec<Case> {
             message: "invalid type: integer `5`, expected a string",
         },
         Case {
+            name: "a component that is not a table",
+            config: cat(&[OTLP_IN, "[exporters]\nfile = 5\n", SERVICE, TRACES]),
+            at: "file = 5",
+            key: "exporters.file",
+            message: "invalid type: integer `5`, expected struct FileConfig",
+        },
+        Case {
             name: "a whole ${VAR} that does not parse as the field's type",
             config: cat(&[
                 OTLP_IN,
@@ -626,6 +633,9 @@ fn check(case: &Case) -> Result<(), String> {
             "want an error line `{file}:{line}:<column>: {}: ...{}...`\n{shown}",
             case.key, case.message
         ));
+    }
+    if errors.len() != 1 {
+        return Err(format!("want one error for one mistake\n{shown}"));
     }
     ports.assert_free(case.name);
     assert_untouched(

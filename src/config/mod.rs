@@ -318,6 +318,24 @@ impl Source {
         found
     }
 
+    /// Whether the value at `segments` is written, as a table.
+    fn is_table(&self, segments: &[&str]) -> bool {
+        let Ok(root) = DeTable::parse(&self.text) else {
+            return false;
+        };
+        let mut table = root.get_ref();
+        for seg in segments {
+            match table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg) {
+                Some((_, v)) => match v.get_ref() {
+                    DeValue::Table(t) => table = t,
+                    _ => return false,
+                },
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// An error at `span` about exactly `key`.
     pub fn error_span_key(&self, span: Range<usize>, key: String, message: String) -> ConfigError {
         self.located(Some(span), key, message)
@@ -1083,6 +1101,10 @@ fn component_critical(
     #[derive(Deserialize)]
     struct Critical {
         critical: Option<bool>,
+    }
+    // A component that is not a table is reported by its own parser.
+    if !src.is_table(&[kind.table(), id.as_str()]) {
+        return Ok(None);
     }
     pick::<Critical>(src, kind, id, None).map(|c| c.critical)
 }
