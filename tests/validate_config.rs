@@ -115,7 +115,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unknown key in a pipeline",
-            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporter = [\"file\"]\n"]),
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"file\"]\nexporter = [\"file\"]\n"]),
             at: "exporter =",
             key: "service.pipelines.traces.exporter",
             message: "unknown field `exporter`",
@@ -684,6 +684,7 @@ path = "out.jsonl"
 
 [service]
 http = "127.0.0.1:{SERVICE}"
+shutdown_timout = "5s"
 
 [service.pipelines.traces]
 receivers = ["otlp", "jaeger"]
@@ -709,17 +710,22 @@ exporters = ["file"]
             "unknown field `compresion`",
         ),
         (
-            19,
+            17,
+            "service.shutdown_timout",
+            "unknown field `shutdown_timout`",
+        ),
+        (
+            20,
             "service.pipelines.traces.receivers",
             "references receiver \"jaeger\", which is not declared",
         ),
         (
-            21,
+            22,
             "service.pipelines.traces.exporters",
             "references exporter \"otlp/tempo\", which is not declared",
         ),
         (
-            23,
+            24,
             "service.pipelines.events",
             "invalid pipeline name \"events\"",
         ),

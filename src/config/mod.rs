@@ -359,24 +359,22 @@ impl Source {
         self.error_at(e.span(), path, message)
     }
 
-    /// A copy with the entry of component `[kind.name]` that holds the error's position
-    /// blanked out (offsets and lines unchanged), so parsing it again finds the next
-    /// mistake; `None` when the error is not inside one of the table's entries.
-    fn without_entry_at(&self, kind: Kind, name: &str, e: &ConfigError) -> Option<Source> {
+    /// A copy with the entry of the table at `table` (the root when empty) that holds the
+    /// error's position blanked out (offsets and lines unchanged), so parsing it again
+    /// finds the next mistake; `None` when the error is not inside one of its entries.
+    fn without_entry_at(&self, table: &[&str], e: &ConfigError) -> Option<Source> {
         let offset = offset_of(&self.text, e.line, e.column)?;
         let doc = DeTable::parse(&self.text).ok()?;
-        fn child<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
-            t.iter()
-                .find(|(k, _)| k.get_ref().as_ref() == key)
-                .map(|(_, v)| v)
+        let mut t = doc.get_ref();
+        for seg in table {
+            let (_, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == *seg)?;
+            // The entries of an inline table share a line: there is no one to cut out.
+            if self.text[v.span()].starts_with('{') {
+                return None;
+            }
+            t = v.get_ref().as_table()?;
         }
-        let kind_table = child(doc.get_ref(), kind.table())?.get_ref().as_table()?;
-        let component = child(kind_table, name)?;
-        // The entries of an inline table share a line: there is no one to cut out.
-        if self.text[component.span()].starts_with('{') {
-            return None;
-        }
-        let ranges = entry_ranges_at(&self.text, component.get_ref().as_table()?, offset)?;
+        let ranges = entry_ranges_at(&self.text, t, offset)?;
         let mut bytes = self.text.clone().into_bytes();
         for r in ranges {
             for b in &mut bytes[r] {
@@ -739,9 +737,7 @@ impl Config {
     }
 
     pub fn from_source(src: &Source, registry: &Registry) -> Result<Config, ConfigErrors> {
-        let de = toml::Deserializer::parse(&src.text).map_err(|e| src.toml_error(e, ""))?;
-        let raw =
-            RawDoc::deserialize(Expand::new(de, &src.vars)).map_err(|e| src.toml_error(e, ""))?;
+        let (raw, shape_errors) = read_shape(src)?;
         let mut errors = Vec::new();
         let mut cfg = Config {
             file: src.file.clone(),
@@ -990,6 +986,9 @@ impl Config {
             }
         }
 
+        // A key blanked out by the generic pass is reported once, not again as missing.
+        errors.retain(|e| !shape_errors.iter().any(|s| s.key == e.key));
+        errors.extend(shape_errors);
         if errors.is_empty() {
             Ok(cfg)
         } else {
@@ -997,6 +996,36 @@ impl Config {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Mistakes reported per table at most: each round of parsing blanks out one entry.
+const MAX_ROUNDS: usize = 16;
+
+/// The generic pass, with its mistakes. After each one, the entry holding it is blanked
+/// out and the file read again, so one typo in `[service]` hides nothing else; only a
+/// file whose shape cannot be read at all is refused at once.
+fn read_shape(src: &Source) -> Result<(RawDoc, Vec<ConfigError>), ConfigErrors> {
+    let mut found: Vec<ConfigError> = Vec::new();
+    let mut blanked: Option<Source> = None;
+    for _ in 0..MAX_ROUNDS {
+        let current = blanked.as_ref().unwrap_or(src);
+        let de = toml::Deserializer::parse(&current.text).map_err(|e| src.toml_error(e, ""))?;
+        let e = match RawDoc::deserialize(Expand::new(de, &src.vars)) {
+            Ok(raw) => return Ok((raw, found)),
+            Err(e) => current.toml_error(e, ""),
+        };
+        // The same key again: no progress, or a required key that was blanked.
+        if found.iter().any(|f| f.key == e.key) {
+            break;
+        }
+        let next = current.without_entry_at(&[], &e);
+        found.push(e);
+        match next {
+            Some(next) => blanked = Some(next),
+            None => break,
+        }
+    }
+    Err(ConfigErrors(found))
 }
 
 /// Parses every component declared in one kind's table with its type's parser, and its
@@ -1013,8 +1042,6 @@ fn parse_components<T: ?Sized>(
     critical: &mut BTreeMap<(Kind, ComponentId), bool>,
     errors: &mut Vec<ConfigError>,
 ) {
-    /// Mistakes reported per table at most; each round blanks one entry.
-    const MAX_ROUNDS: usize = 16;
     for name in table.keys() {
         let path = format!("{}.{}", kind.table(), quote_key(name.get_ref()));
         let id = match ComponentId::parse(name.get_ref()) {
@@ -1056,7 +1083,7 @@ fn parse_components<T: ?Sized>(
             if found.iter().any(|f| f.key == e.key) {
                 break;
             }
-            let next = current.without_entry_at(kind, name.get_ref(), &e);
+            let next = current.without_entry_at(&[kind.table(), name.get_ref()], &e);
             found.push(e);
             match next {
                 Some(next) => blanked = Some(next),
