@@ -30,33 +30,26 @@ pub(crate) enum Piece<'a> {
     },
 }
 
-/// Splits a string value into pieces; `$${` is a literal `${`. An error carries the byte
-/// offset of the bad `${` in `s`.
-pub(crate) fn pieces(s: &str) -> Result<Vec<Piece<'_>>, (usize, String)> {
+/// Splits a string value into pieces; `$${` is a literal `${`.
+pub(crate) fn pieces(s: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = s;
-    let mut offset = 0;
     while let Some(pos) = rest.find('$') {
         let after = &rest[pos..];
         if let Some(literal) = after.strip_prefix("$${") {
             out.push(Piece::Text(&rest[..pos]));
             out.push(Piece::Text(&after[1..3]));
             rest = literal;
-            offset += pos + 3;
             continue;
         }
         if !after.starts_with("${") {
             out.push(Piece::Text(&rest[..=pos]));
             rest = &after[1..];
-            offset += pos + 1;
             continue;
         }
         out.push(Piece::Text(&rest[..pos]));
         let Some(end) = after.find('}') else {
-            return Err((
-                offset + pos,
-                "unterminated ${...}: add the closing '}'".into(),
-            ));
+            return Err("unterminated ${...}: add the closing '}'".into());
         };
         let inner = &after[2..end];
         let (name, default) = match inner.split_once(":-") {
@@ -67,14 +60,12 @@ pub(crate) fn pieces(s: &str) -> Result<Vec<Piece<'_>>, (usize, String)> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err((
-                offset + pos,
-                format!("invalid environment variable name {name:?} in ${{{inner}}}: use letters, digits and '_'"),
+            return Err(format!(
+                "invalid environment variable name {name:?} in ${{{inner}}}: use letters, digits and '_'"
             ));
         }
         out.push(Piece::Var { name, default });
         rest = &after[end + 1..];
-        offset += pos + end + 1;
     }
     out.push(Piece::Text(rest));
     out.retain(|p| !matches!(p, Piece::Text("")));
@@ -105,7 +96,7 @@ pub(crate) enum Refs<'s> {
 
 /// Expands `s`, and says which references it held.
 pub(crate) fn expand<'s>(s: &'s str, vars: &Vars) -> Result<(String, Refs<'s>), String> {
-    let pieces = pieces(s).map_err(|(_, m)| m)?;
+    let pieces = pieces(s)?;
     let mut refs = Refs::None;
     let mut out = String::with_capacity(s.len());
     for p in &pieces {

@@ -176,7 +176,7 @@ impl Source {
                         }
                     }
                 }
-                Err((_, m)) => errors.push(self.value_error(v.span(), "${", path, m)),
+                Err(m) => errors.push(self.value_error(v.span(), "${", path, m)),
             },
             DeValue::Table(t) => self.read_vars(t, path, env, errors),
             DeValue::Array(a) => {
