@@ -5,7 +5,7 @@
 //! This is a core module: it names no concrete component. `crate::registry` is the one
 //! place that lists them all.
 
-use crate::config::{ConfigError, Source};
+use crate::config::{quote_key, ConfigError, Source};
 use crate::pipeline::alerts::{AlertQueue, AlertSink};
 use crate::pipeline::controls::{Controls, SharedState};
 use crate::pipeline::memory::MemoryBudget;
@@ -212,6 +212,7 @@ impl BuildContext {
 #[derive(Debug, thiserror::Error)]
 #[error("{component}: {message}")]
 pub struct BuildError {
+    /// The component's id, or the config key the error comes from (`receivers.otlp.grpc`).
     pub component: String,
     pub message: String,
 }
@@ -223,12 +224,62 @@ impl BuildError {
             message: message.into(),
         }
     }
+
+    /// An error caused by the value of `key` in the component's table, named as the
+    /// config key so the user knows what to change: `receivers.otlp.grpc: cannot listen ...`.
+    pub fn at_key(
+        id: &ComponentId,
+        kind: Kind,
+        key: &str,
+        message: impl Into<String>,
+    ) -> BuildError {
+        BuildError {
+            component: format!("{}.{}.{key}", kind.table(), quote_key(id.as_str())),
+            message: message.into(),
+        }
+    }
+}
+
+/// A component's configuration naming another component (`control = "freqtrade/main"`).
+/// [`crate::config::Config::from_source`] checks each one, so a dangling name is refused
+/// by `validate` with the file, line and key rather than at build time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Where the name is written inside the component's table, e.g. `["control"]`.
+    pub key: Vec<String>,
+    /// The kind of component it must name.
+    pub kind: Kind,
+    /// The id as written (`TYPE` or `TYPE/NAME`).
+    pub id: String,
+    /// The component types it may name; empty: any type of that kind.
+    pub types: Vec<&'static str>,
+}
+
+impl Reference {
+    pub fn new(key: &[&str], kind: Kind, id: impl Into<String>) -> Reference {
+        Reference {
+            key: key.iter().map(|k| k.to_string()).collect(),
+            kind,
+            id: id.into(),
+            types: Vec::new(),
+        }
+    }
+
+    /// Only components of these types may be named.
+    pub fn of_types(mut self, types: &[&'static str]) -> Reference {
+        self.types = types.to_vec();
+        self
+    }
 }
 
 /// A receiver's checked configuration.
 pub trait ReceiverConfig: Send + Sync {
     /// The signals this receiver produces.
     fn signals(&self) -> Vec<Signal>;
+    /// Other components this one names in its table; checked when the config is loaded.
+    fn references(&self) -> Vec<Reference> {
+        Vec::new()
+    }
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError>;
 }
 
@@ -236,6 +287,10 @@ pub trait ReceiverConfig: Send + Sync {
 pub trait ProcessorConfig: Send + Sync {
     fn signals(&self) -> Vec<Signal> {
         Signal::ALL.to_vec()
+    }
+    /// Other components this one names in its table; checked when the config is loaded.
+    fn references(&self) -> Vec<Reference> {
+        Vec::new()
     }
     /// One instance per pipeline that lists the processor; instances of one id share
     /// state only through [`BuildContext::shared`].
@@ -249,6 +304,10 @@ pub trait ExporterConfig: Send + Sync {
     /// Whether a failure of this exporter makes the service UNHEALTHY.
     fn critical(&self) -> bool {
         true
+    }
+    /// Other components this one names in its table; checked when the config is loaded.
+    fn references(&self) -> Vec<Reference> {
+        Vec::new()
     }
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError>;
 }

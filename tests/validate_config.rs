@@ -20,11 +20,6 @@ struct Case {
     key: &'static str,
     /// A fragment of the message.
     message: &'static str,
-    /// A defect in src/ that remains (reported with this test): the key `validate` prints
-    /// today instead of `key`, on the right line. The case asserts today's output *and*
-    /// that the right one is absent, so fixing src makes it fail with a reminder to
-    /// delete this marker.
-    key_today: Option<&'static str>,
 }
 
 const OTLP_IN: &str = r#"[receivers.otlp]
@@ -58,7 +53,6 @@ fn cases() -> Vec<Case> {
             at: "[extensions]",
             key: "extensions",
             message: "unknown field `extensions`, expected one of `receivers`, `processors`, `exporters`, `service`",
-            key_today: None,
         },
         Case {
             name: "unknown top-level table written as a sub-table",
@@ -66,7 +60,6 @@ fn cases() -> Vec<Case> {
             at: "[extensions.zpages]",
             key: "extensions",
             message: "unknown field `extensions`, expected one of `receivers`, `processors`, `exporters`, `service`",
-            key_today: None,
         },
         Case {
             name: "a receiver that cannot take the pipeline's signal",
@@ -80,7 +73,6 @@ fn cases() -> Vec<Case> {
             at: "receivers = [\"otlp\", \"alerts\"]",
             key: "service.pipelines.traces.receivers",
             message: "receiver \"alerts\" cannot take traces (it handles: logs)",
-            key_today: None,
         },
         Case {
             name: "unknown top-level key",
@@ -88,20 +80,18 @@ fn cases() -> Vec<Case> {
             at: "extensions = 1",
             key: "extensions",
             message: "unknown field `extensions`",
-            key_today: None,
         },
         Case {
             name: "unknown key inside a component",
             config: cat(&[
                 OTLP_IN,
-                "[exporters.\"otlp/jaeger\"]\nendpiont = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nendpiont = \"http://127.0.0.1:14318\"\n",
                 SERVICE,
                 "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
             ]),
             at: "endpiont",
             key: "exporters.\"otlp/jaeger\".endpiont",
             message: "unknown field `endpiont`, expected one of `endpoint`",
-            key_today: None,
         },
         Case {
             name: "unknown key in a component's sub-table",
@@ -115,7 +105,6 @@ fn cases() -> Vec<Case> {
             at: "max_elapsed =",
             key: "exporters.\"otlp/jaeger\".retry_on_failure.max_elapsed",
             message: "unknown field `max_elapsed`",
-            key_today: None,
         },
         Case {
             name: "unknown key in [service]",
@@ -123,15 +112,13 @@ fn cases() -> Vec<Case> {
             at: "htp =",
             key: "service.htp",
             message: "unknown field `htp`",
-            key_today: None,
         },
         Case {
             name: "unknown key in a pipeline",
-            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporter = [\"file\"]\n"]),
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"file\"]\nexporter = [\"file\"]\n"]),
             at: "exporter =",
             key: "service.pipelines.traces.exporter",
             message: "unknown field `exporter`",
-            key_today: None,
         },
         Case {
             name: "unknown component type",
@@ -144,7 +131,6 @@ fn cases() -> Vec<Case> {
             at: "[exporters.kafka]",
             key: "exporters.kafka",
             message: "unknown exporter type \"kafka\" (known types: otlp, file, debug, nop)",
-            key_today: None,
         },
         Case {
             name: "dangling receiver reference",
@@ -152,7 +138,6 @@ fn cases() -> Vec<Case> {
             at: "\"zipkin\"",
             key: "service.pipelines.traces.receivers",
             message: "pipeline traces references receiver \"zipkin\", which is not declared",
-            key_today: None,
         },
         Case {
             name: "dangling exporter reference",
@@ -160,7 +145,6 @@ fn cases() -> Vec<Case> {
             at: "\"otlp/tempo\"",
             key: "service.pipelines.traces.exporters",
             message: "references exporter \"otlp/tempo\", which is not declared: add a [exporters.\"otlp/tempo\"] table",
-            key_today: None,
         },
         Case {
             name: "pipeline without receivers",
@@ -168,7 +152,6 @@ fn cases() -> Vec<Case> {
             at: "[service.pipelines.metrics]",
             key: "service.pipelines.metrics.receivers",
             message: "pipeline metrics has no receivers",
-            key_today: None,
         },
         Case {
             name: "pipeline without exporters",
@@ -176,7 +159,6 @@ fn cases() -> Vec<Case> {
             at: "[service.pipelines.\"logs/audit\"]",
             key: "service.pipelines.\"logs/audit\".exporters",
             message: "pipeline logs/audit has no exporters",
-            key_today: None,
         },
         Case {
             name: "zero pipeline capacity",
@@ -184,7 +166,6 @@ fn cases() -> Vec<Case> {
             at: "capacity = 0",
             key: "service.pipelines.traces.capacity",
             message: "capacity must be at least 1",
-            key_today: None,
         },
         Case {
             name: "bad duration",
@@ -198,7 +179,6 @@ fn cases() -> Vec<Case> {
             at: "timeout = \"5x\"",
             key: "processors.batch.timeout",
             message: "invalid duration \"5x\"",
-            key_today: None,
         },
         Case {
             name: "bad size",
@@ -206,7 +186,6 @@ fn cases() -> Vec<Case> {
             at: "max_request_size",
             key: "receivers.otlp.max_request_size",
             message: "invalid size \"lots\"",
-            key_today: None,
         },
         Case {
             name: "size below the minimum",
@@ -214,7 +193,6 @@ fn cases() -> Vec<Case> {
             at: "max_request_size",
             key: "receivers.otlp.max_request_size",
             message: "max_request_size must be at least 1KiB",
-            key_today: None,
         },
         Case {
             name: "wrong type",
@@ -228,7 +206,6 @@ fn cases() -> Vec<Case> {
             at: "send_batch_size",
             key: "processors.batch.send_batch_size",
             message: "invalid type: string \"big\", expected u64",
-            key_today: None,
         },
         Case {
             name: "bad receiver listen address",
@@ -236,7 +213,6 @@ fn cases() -> Vec<Case> {
             at: "grpc = \"localhost\"",
             key: "receivers.otlp.grpc",
             message: "invalid listen address \"localhost\"",
-            key_today: None,
         },
         Case {
             name: "bad service listen address",
@@ -244,7 +220,6 @@ fn cases() -> Vec<Case> {
             at: "nowhere",
             key: "service.http",
             message: "invalid listen address \"nowhere:13133\"",
-            key_today: None,
         },
         Case {
             name: "unset ${VAR} without a default",
@@ -252,7 +227,6 @@ fn cases() -> Vec<Case> {
             at: "auth_token",
             key: "receivers.otlp.auth_token",
             message: "environment variable TW_VALIDATE_TEST_UNSET is not set",
-            key_today: None,
         },
         Case {
             name: "invalid pipeline name",
@@ -260,7 +234,6 @@ fn cases() -> Vec<Case> {
             at: "[service.pipelines.spans]",
             key: "service.pipelines.spans",
             message: "invalid pipeline name \"spans\": it must start with traces, metrics or logs",
-            key_today: None,
         },
         Case {
             name: "bad endpoint URL",
@@ -273,7 +246,6 @@ fn cases() -> Vec<Case> {
             at: "endpoint =",
             key: "exporters.\"otlp/jaeger\".endpoint",
             message: "invalid endpoint \"127.0.0.1:14317\"",
-            key_today: None,
         },
         Case {
             name: "zero sending queue",
@@ -287,7 +259,6 @@ fn cases() -> Vec<Case> {
             at: "queue_size = 0",
             key: "exporters.\"otlp/jaeger\".sending_queue.queue_size",
             message: "queue_size must be at least 1",
-            key_today: None,
         },
         Case {
             name: "TOML syntax error",
@@ -295,7 +266,6 @@ fn cases() -> Vec<Case> {
             at: "http = \"127.0.0.1:",
             key: "receivers.otlp.http",
             message: "invalid basic string",
-            key_today: None,
         },
         Case {
             name: "unknown key in a sub-table of a short-named component",
@@ -309,7 +279,6 @@ fn cases() -> Vec<Case> {
             at: "num_consumerz",
             key: "exporters.\"otlp/j\".sending_queue.num_consumerz",
             message: "unknown field `num_consumerz`, expected one of `queue_size`, `num_consumers`, `on_full`",
-            key_today: None,
         },
         Case {
             name: "unknown key in an inline table",
@@ -322,7 +291,6 @@ fn cases() -> Vec<Case> {
             at: "retry_on_failure =",
             key: "exporters.\"otlp/jaeger\".retry_on_failure.max_elapsed",
             message: "unknown field `max_elapsed`",
-            key_today: None,
         },
         Case {
             name: "zero consumers",
@@ -336,7 +304,6 @@ fn cases() -> Vec<Case> {
             at: "num_consumers = 0",
             key: "exporters.\"otlp/jaeger\".sending_queue.num_consumers",
             message: "num_consumers must be at least 1",
-            key_today: None,
         },
         Case {
             name: "zero sending queue in an inline table",
@@ -349,7 +316,6 @@ fn cases() -> Vec<Case> {
             at: "sending_queue = {",
             key: "exporters.\"otlp/jaeger\".sending_queue.queue_size",
             message: "queue_size must be at least 1",
-            key_today: None,
         },
         Case {
             name: "zero consumers as a dotted key",
@@ -362,7 +328,6 @@ fn cases() -> Vec<Case> {
             at: "sending_queue.num_consumers",
             key: "exporters.\"otlp/jaeger\".sending_queue.num_consumers",
             message: "num_consumers must be at least 1",
-            key_today: None,
         },
         Case {
             name: "retry interval larger than its maximum",
@@ -376,7 +341,6 @@ fn cases() -> Vec<Case> {
             at: "initial_interval =",
             key: "exporters.\"otlp/jaeger\".retry_on_failure.initial_interval",
             message: "initial_interval is larger than max_interval",
-            key_today: None,
         },
         Case {
             name: "zero exporter timeout",
@@ -389,7 +353,6 @@ fn cases() -> Vec<Case> {
             at: "timeout = \"0s\"",
             key: "exporters.\"otlp/jaeger\".timeout",
             message: "timeout must be more than 0s",
-            key_today: None,
         },
         Case {
             name: "zero capacity of a pipeline in the middle",
@@ -403,7 +366,6 @@ fn cases() -> Vec<Case> {
             at: "capacity = 0",
             key: "service.pipelines.\"logs/audit\".capacity",
             message: "capacity must be at least 1",
-            key_today: None,
         },
         Case {
             name: "unset ${VAR} in a sub-table",
@@ -417,7 +379,6 @@ fn cases() -> Vec<Case> {
             at: "x-api-key",
             key: "exporters.\"otlp/jaeger\".headers.\"x-api-key\"",
             message: "environment variable TW_VALIDATE_TEST_UNSET is not set",
-            key_today: None,
         },
         Case {
             name: "TOML syntax error in [service]",
@@ -425,7 +386,6 @@ fn cases() -> Vec<Case> {
             at: "http = 127",
             key: "service.http",
             message: "invalid float",
-            key_today: None,
         },
         Case {
             name: "no pipelines",
@@ -433,7 +393,6 @@ fn cases() -> Vec<Case> {
             at: "[service]",
             key: "service.pipelines",
             message: "no pipelines: declare at least one",
-            key_today: None,
         },
         Case {
             name: "wrong type in a multi-line array",
@@ -446,8 +405,6 @@ fn cases() -> Vec<Case> {
             at: "  5,",
             key: "service.pipelines.traces.receivers",
             message: "invalid type: integer `5`, expected a string",
-            // The line holds no `key =`, so only the table is named.
-            key_today: Some("service.pipelines.traces"),
         },
         Case {
             name: "missing file",
@@ -455,7 +412,84 @@ fn cases() -> Vec<Case> {
             at: "",
             key: "",
             message: "cannot read the configuration file: No such file or directory",
-            key_today: None,
+        },
+        Case {
+            name: "wrong type inside an inline table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\nheaders = { \"x-api-key\" = 5 }\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "headers = {",
+            key: "exporters.\"otlp/jaeger\".headers.\"x-api-key\"",
+            message: "invalid type: integer `5`, expected a string",
+        },
+        Case {
+            name: "a component written as an inline table",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters]\n\"otlp/j\" = { endpoint = 5, timeout = \"5x\" }\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/j\"]\n",
+            ]),
+            at: "endpoint = 5",
+            key: "exporters.\"otlp/j\".endpoint",
+            message: "invalid type: integer `5`, expected a string",
+        },
+        Case {
+            name: "a component that is not a table",
+            config: cat(&[OTLP_IN, "[exporters]\nfile = 5\n", SERVICE, TRACES]),
+            at: "file = 5",
+            key: "exporters.file",
+            message: "invalid type: integer `5`, expected struct FileConfig",
+        },
+        Case {
+            name: "a whole ${VAR} that does not parse as the field's type",
+            config: cat(&[
+                OTLP_IN,
+                "[processors.batch]\nsend_batch_size = \"${TW_VALIDATE_TEST_UNSET:-lots}\"\n",
+                FILE_OUT,
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"batch\"]\nexporters = [\"file\"]\n",
+            ]),
+            at: "send_batch_size",
+            key: "processors.batch.send_batch_size",
+            message: "the value of ${TW_VALIDATE_TEST_UNSET} is not u64",
+        },
+        Case {
+            name: "bad ${VAR} name",
+            config: cat(&[OTLP_IN, FILE_OUT, "[service]\nhttp = \"${9LIVES}\"\n", TRACES]),
+            at: "9LIVES",
+            key: "service.http",
+            message: "invalid environment variable name \"9LIVES\"",
+        },
+        Case {
+            name: "unterminated ${",
+            config: cat(&[OTLP_IN, FILE_OUT, SERVICE, "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"${TW_VALIDATE_TEST_UNSET:-file\"]\n"]),
+            at: "${TW_VALIDATE",
+            key: "service.pipelines.traces.exporters",
+            message: "unterminated ${...}",
+        },
+        Case {
+            name: "critical that is not a bool",
+            config: cat(&[OTLP_IN, "critical = \"yes\"\n", FILE_OUT, SERVICE, TRACES]),
+            at: "critical",
+            key: "receivers.otlp.critical",
+            message: "invalid type: string \"yes\", expected a boolean",
+        },
+        Case {
+            name: "critical in a component's sub-table is that sub-table's unknown key",
+            config: cat(&[
+                OTLP_IN,
+                "[exporters.\"otlp/jaeger\"]\nendpoint = \"http://127.0.0.1:14317\"\n",
+                "[exporters.\"otlp/jaeger\".sending_queue]\ncritical = true\n",
+                SERVICE,
+                "[service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"otlp/jaeger\"]\n",
+            ]),
+            at: "critical = true",
+            key: "exporters.\"otlp/jaeger\".sending_queue.critical",
+            message: "unknown field `critical`",
         },
     ]
 }
@@ -506,12 +540,17 @@ fn validate(dir: &Path, config: &Path) -> Output {
         .expect("run tradewatch validate")
 }
 
-/// `file:line:column: key: message` lines of `stderr` for `file`, as (line, key-and-message).
+/// `file:line:column: key: message` lines of `stderr` for `file`, as (line, key-and-message);
+/// `file: message` (about the whole file, no position) as line 0.
 fn error_lines<'a>(stderr: &'a str, file: &str) -> Vec<(usize, &'a str)> {
     stderr
         .lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix(file)?.strip_prefix(':')?;
+            let rest = l.strip_prefix(file)?;
+            if let Some(message) = rest.strip_prefix(": ") {
+                return Some((0, message));
+            }
+            let rest = rest.strip_prefix(':')?;
             let (line, rest) = rest.split_once(':')?;
             let (column, rest) = rest.split_once(": ")?;
             column.parse::<usize>().ok()?;
@@ -586,30 +625,17 @@ fn check(case: &Case) -> Result<(), String> {
     let errors = error_lines(&stderr, &file);
     let text = config.as_deref().unwrap_or("");
     let line = line_of(text, case.at);
-    match case.key_today {
-        None => {
-            if !reported(&errors, line, case.key, case.message) {
-                return Err(format!(
-                    "want an error line `{file}:{line}:<column>: {}: ...{}...`\n{shown}",
-                    case.key, case.message
-                ));
-            }
-        }
-        Some(today_key) => {
-            if reported(&errors, line, case.key, case.message) {
-                return Err(format!(
-                    "the known defect is fixed (it now says key `{}`): delete its `key_today` marker\n{shown}",
-                    case.key
-                ));
-            }
-            if !reported(&errors, line, today_key, case.message) {
-                return Err(format!(
-                    "known defect changed: want today's `{file}:{line}:<column>: {today_key}: ...{}...` \
-                     (the right key is `{}`)\n{shown}",
-                    case.message, case.key
-                ));
-            }
-        }
+    if stderr.contains(&format!("{file}:0:")) {
+        return Err(format!("no position means none printed, not 0:0\n{shown}"));
+    }
+    if !reported(&errors, line, case.key, case.message) {
+        return Err(format!(
+            "want an error line `{file}:{line}:<column>: {}: ...{}...`\n{shown}",
+            case.key, case.message
+        ));
+    }
+    if errors.len() != 1 {
+        return Err(format!("want one error for one mistake\n{shown}"));
     }
     ports.assert_free(case.name);
     assert_untouched(
@@ -658,6 +684,7 @@ path = "out.jsonl"
 
 [service]
 http = "127.0.0.1:{SERVICE}"
+shutdown_timout = "5s"
 
 [service.pipelines.traces]
 receivers = ["otlp", "jaeger"]
@@ -683,17 +710,22 @@ exporters = ["file"]
             "unknown field `compresion`",
         ),
         (
-            19,
+            17,
+            "service.shutdown_timout",
+            "unknown field `shutdown_timout`",
+        ),
+        (
+            20,
             "service.pipelines.traces.receivers",
             "references receiver \"jaeger\", which is not declared",
         ),
         (
-            21,
+            22,
             "service.pipelines.traces.exporters",
             "references exporter \"otlp/tempo\", which is not declared",
         ),
         (
-            23,
+            24,
             "service.pipelines.events",
             "invalid pipeline name \"events\"",
         ),
@@ -714,6 +746,115 @@ exporters = ["file"]
 }
 
 #[test]
+fn every_mistake_in_one_component_table_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let config = ports.fill(
+        r#"[receivers.otlp]
+grpc = "localhost"
+http = "127.0.0.1:{HTTP}"
+max_request_size = "lots"
+wait_for_delivery = "${TW_VALIDATE_TEST_UNSET:-maybe}"
+
+[exporters."otlp/jaeger"]
+endpoint = 5
+endpiont = "http://127.0.0.1:14317"
+compression = 3
+timeout = "5x"
+retry_on_failure.max_elapsed = "5m"
+headers = { "x-api-key" = 5 }
+[exporters."otlp/jaeger".retry]
+enabled = true
+[exporters."otlp/jaeger".sending_queue]
+queue_size = "big"
+
+[service]
+http = "127.0.0.1:{SERVICE}"
+
+[service.pipelines.traces]
+receivers = ["otlp"]
+exporters = ["otlp/jaeger"]
+"#,
+    );
+    let path = dir.path().join("many.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = validate(dir.path(), &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors = error_lines(&stderr, &path.display().to_string());
+    let want = [
+        (
+            2,
+            "receivers.otlp.grpc",
+            "invalid listen address \"localhost\"",
+        ),
+        (
+            4,
+            "receivers.otlp.max_request_size",
+            "invalid size \"lots\"",
+        ),
+        (
+            5,
+            "receivers.otlp.wait_for_delivery",
+            "the value of ${TW_VALIDATE_TEST_UNSET} is not a boolean",
+        ),
+        (
+            8,
+            "exporters.\"otlp/jaeger\".endpoint",
+            "invalid type: integer `5`, expected a string",
+        ),
+        (
+            9,
+            "exporters.\"otlp/jaeger\".endpiont",
+            "unknown field `endpiont`",
+        ),
+        (
+            10,
+            "exporters.\"otlp/jaeger\".compression",
+            "invalid type: integer `3`",
+        ),
+        (
+            11,
+            "exporters.\"otlp/jaeger\".timeout",
+            "invalid duration \"5x\"",
+        ),
+        (
+            12,
+            "exporters.\"otlp/jaeger\".retry_on_failure.max_elapsed",
+            "unknown field `max_elapsed`",
+        ),
+        (
+            13,
+            "exporters.\"otlp/jaeger\".headers.\"x-api-key\"",
+            "invalid type: integer `5`",
+        ),
+        (
+            14,
+            "exporters.\"otlp/jaeger\".retry",
+            "unknown field `retry`",
+        ),
+        (
+            17,
+            "exporters.\"otlp/jaeger\".sending_queue.queue_size",
+            "invalid type: string \"big\"",
+        ),
+    ];
+    for (line, key, message) in want {
+        assert!(
+            reported(&errors, line, key, message),
+            "want line {line} `{key}` `{message}`:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        errors.len(),
+        want.len(),
+        "one error per mistake (a blanked required key is not reported missing):\n{stderr}"
+    );
+    ports.assert_free("many errors");
+    assert_untouched(dir.path(), Some(&path), "many errors");
+}
+
+#[test]
 fn a_valid_config_is_accepted_and_nothing_is_started() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ports = Ports::new();
@@ -723,13 +864,16 @@ grpc = "127.0.0.1:{GRPC}"
 http = "${TW_VALIDATE_TEST_UNSET:-127.0.0.1:{HTTP}}"
 max_request_size = "64KiB"
 auth_token = "${TW_VALIDATE_TEST_UNSET:-}"
+critical = true
 
 [processors.batch]
-send_batch_size = 512
+send_batch_size = "${TW_VALIDATE_TEST_UNSET:-512}"
 timeout = "200ms"
+critical = "${TW_VALIDATE_TEST_UNSET:-false}"
 
 [exporters.file]
 path = "out/telemetry.jsonl"
+critical = false
 
 [exporters."otlp/jaeger"]
 endpoint = "http://127.0.0.1:14317"
@@ -742,14 +886,15 @@ queue_size = 8
 num_consumers = 2
 
 [service]
-http = "127.0.0.1:{SERVICE}"
-data_dir = "data"
+http = "${TW_VALIDATE_TEST_UNSET:-127.0.0.1:{SERVICE}}"
+data_dir = "${TW_VALIDATE_TEST_UNSET:-data}"
 shutdown_timeout = "5s"
 
 [service.pipelines.traces]
 receivers = ["otlp"]
 processors = ["batch"]
-exporters = ["file", "otlp/jaeger"]
+exporters = ["${TW_VALIDATE_TEST_UNSET:-file}", "otlp/jaeger"]
+capacity = "${TW_VALIDATE_TEST_UNSET:-16}"
 
 [service.pipelines.metrics]
 receivers = ["otlp"]

@@ -23,7 +23,7 @@ pub struct FileConfig {
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
-    let c: FileConfig = component_config(src, Kind::Exporter, id)?;
+    let mut c: FileConfig = component_config(src, Kind::Exporter, id)?;
     if c.path.as_os_str().is_empty() {
         return Err(src.component_error(
             Kind::Exporter,
@@ -32,6 +32,7 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, 
             "path must not be empty".into(),
         ));
     }
+    c.path = src.resolve_path(&c.path);
     Ok(Arc::new(c))
 }
 
@@ -49,7 +50,12 @@ impl ExporterConfig for FileConfig {
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                BuildError::new(&ctx.id, format!("cannot create {}: {e}", dir.display()))
+                BuildError::at_key(
+                    &ctx.id,
+                    Kind::Exporter,
+                    "path",
+                    format!("cannot create {}: {e}", dir.display()),
+                )
             })?;
         }
         let f = OpenOptions::new()
@@ -57,7 +63,12 @@ impl ExporterConfig for FileConfig {
             .append(true)
             .open(&self.path)
             .map_err(|e| {
-                BuildError::new(&ctx.id, format!("cannot open {}: {e}", self.path.display()))
+                BuildError::at_key(
+                    &ctx.id,
+                    Kind::Exporter,
+                    "path",
+                    format!("cannot open {}: {e}", self.path.display()),
+                )
             })?;
         Ok(Arc::new(FileExporter {
             out: Arc::new(Mutex::new(BufWriter::new(f))),

@@ -295,7 +295,6 @@ impl Stage {
     }
 }
 
-
 /// Hands a batch to each exporter of the pipeline; the copies share the payload and its
 /// memory lease, and each holds its own share of the acks.
 async fn export(exporters: &[ExporterHandle], batch: Batch) {

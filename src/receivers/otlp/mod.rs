@@ -273,7 +273,12 @@ impl Receiver for OtlpReceiver {
             let mut servers: Vec<Running> = Vec::new();
             if let Some(addr) = cfg.grpc {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                    BuildError::new(&id, format!("cannot listen for OTLP/gRPC on {addr}: {e}"))
+                    BuildError::at_key(
+                        &id,
+                        Kind::Receiver,
+                        "grpc",
+                        format!("cannot listen for OTLP/gRPC on {addr}: {e}"),
+                    )
                 })?;
                 tracing::info!(receiver = %id, %addr, "OTLP/gRPC listening");
                 servers.push(grpc::serve(
@@ -285,7 +290,12 @@ impl Receiver for OtlpReceiver {
             }
             if let Some(addr) = cfg.http {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                    BuildError::new(&id, format!("cannot listen for OTLP/HTTP on {addr}: {e}"))
+                    BuildError::at_key(
+                        &id,
+                        Kind::Receiver,
+                        "http",
+                        format!("cannot listen for OTLP/HTTP on {addr}: {e}"),
+                    )
                 })?;
                 tracing::info!(receiver = %id, %addr, "OTLP/HTTP listening");
                 servers.push(http::serve(
