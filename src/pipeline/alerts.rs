@@ -7,11 +7,12 @@
 //! pipelines that list it. When no receiver takes the queue, the service logs every
 //! alert instead, so none is lost silently.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use crate::otlp::{attr, log_record, LogsBuilder, Timestamp};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,58 +64,60 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The alert as a log record observed now; the body is the summary.
     pub fn to_log_record(&self) -> LogRecord {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = Timestamp::now();
         let fingerprint = if self.fingerprint.is_empty() {
             fingerprint(&self.name, &self.attributes)
         } else {
             self.fingerprint.clone()
         };
+        let state = match self.state {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        };
         let mut attributes = vec![
-            kv_str("event.name", "alert"),
-            kv_str("alert.name", &self.name),
-            kv_str(
-                "alert.state",
-                match self.state {
-                    AlertState::Firing => "firing",
-                    AlertState::Resolved => "resolved",
-                },
-            ),
-            kv_str("alert.severity", self.severity.as_str()),
-            kv_str("alert.fingerprint", &fingerprint),
-            kv_str("alert.source", &self.source),
+            attr("event.name", "alert"),
+            attr("alert.name", &self.name),
+            attr("alert.state", state),
+            attr("alert.severity", self.severity.as_str()),
+            attr("alert.fingerprint", fingerprint),
+            attr("alert.source", &self.source),
         ];
         attributes.extend(self.attributes.iter().cloned());
         if let Some(t) = &self.trace_id {
-            attributes.push(kv_str("trace_id", &hex(t)));
+            attributes.push(attr("trace_id", hex(t)));
         }
         LogRecord {
-            time_unix_nano: now,
-            observed_time_unix_nano: now,
-            severity_number: self.severity.number() as i32,
-            severity_text: self.severity.as_str().to_uppercase(),
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(self.summary.clone())),
-            }),
-            attributes,
+            observed_time_unix_nano: now.0,
             trace_id: self.trace_id.clone().unwrap_or_default(),
             event_name: "alert".into(),
-            ..Default::default()
+            severity_text: self.severity.as_str().to_uppercase(),
+            ..log_record(
+                now,
+                self.severity.number(),
+                self.summary.as_str(),
+                attributes,
+            )
         }
     }
 }
 
-pub fn kv_str(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.to_owned())),
-        }),
-        ..Default::default()
+/// The logs export request that carries `alerts`, as the `alerts` receiver sends it:
+/// resource `service.name = "tradewatch"`, scope `tradewatch.alerts`.
+pub fn alerts_request<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> ExportLogsServiceRequest {
+    let mut b = LogsBuilder::new();
+    b.resource([attr("service.name", "tradewatch")])
+        .scope("tradewatch.alerts", env!("CARGO_PKG_VERSION"));
+    for a in alerts {
+        b.record(a.to_log_record());
     }
+    b.build()
+}
+
+/// A string attribute (same as [`attr`] with a `&str`).
+pub fn kv_str(k: &str, v: &str) -> KeyValue {
+    attr(k, v)
 }
 
 fn hex(b: &[u8]) -> String {

@@ -10,13 +10,9 @@ use crate::component::{
     BuildContext, BuildError, ComponentId, Kind, Outputs, Receiver, ReceiverConfig, Running, Signal,
 };
 use crate::config::{component_config, ConfigError, Source};
-use crate::pipeline::alerts::{kv_str, Alert};
+use crate::pipeline::alerts::{alerts_request, Alert};
 use crate::pipeline::{Batch, Payload, Refused};
 use futures_util::future::BoxFuture;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,24 +70,7 @@ impl Receiver for AlertsReceiver {
                 // Runs until every component holding an AlertSink is gone, so alerts
                 // raised while the service drains are still delivered.
                 while let Some(alert) = rx.recv().await {
-                    let req = ExportLogsServiceRequest {
-                        resource_logs: vec![ResourceLogs {
-                            resource: Some(Resource {
-                                attributes: vec![kv_str("service.name", "tradewatch")],
-                                ..Default::default()
-                            }),
-                            scope_logs: vec![ScopeLogs {
-                                scope: Some(InstrumentationScope {
-                                    name: "tradewatch.alerts".into(),
-                                    version: env!("CARGO_PKG_VERSION").into(),
-                                    ..Default::default()
-                                }),
-                                log_records: vec![alert.to_log_record()],
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        }],
-                    };
+                    let req = alerts_request([&alert]);
                     let mut delay = Duration::from_millis(50);
                     loop {
                         match consumer
@@ -120,7 +99,7 @@ impl Receiver for AlertsReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::alerts::{AlertSink, AlertState, Severity};
+    use crate::pipeline::alerts::{kv_str, AlertSink, AlertState, Severity};
     use crate::pipeline::Consumer;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
