@@ -21,6 +21,7 @@
 //! point (split borrows of one `Metric`), and the resource and scope read-only, so one
 //! closure can match on any of them and edit the point.
 
+use super::build::Number;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -155,12 +156,12 @@ impl PointMut<'_> {
         }
     }
 
-    /// Sets a gauge or sum point's value; returns false (and changes nothing) for
-    /// other kinds.
-    pub fn set_value(&mut self, v: f64) -> bool {
+    /// Sets a gauge or sum point's value (an `f64` or an `i64`); returns false (and
+    /// changes nothing) for other kinds.
+    pub fn set_value(&mut self, v: impl Into<Number>) -> bool {
         match self {
             PointMut::Number(p) => {
-                p.value = Some(number_data_point::Value::AsDouble(v));
+                p.value = Some(v.into().into());
                 true
             }
             _ => false,
@@ -462,6 +463,7 @@ mod tests {
             }
             set_attr(p.attributes_mut(), "edited", true);
         });
+        assert!(!PointMut::Summary(&mut SummaryDataPoint::default()).set_value(1));
         // Exponential histograms cannot be rescaled exactly.
         assert_eq!(
             scaled,
@@ -516,6 +518,23 @@ mod tests {
             Some(number_data_point::Value::AsInt(200))
         );
         assert_eq!(get_str(&g.data_points[1].attributes, "bot"), Some("B"));
+    }
+
+    #[test]
+    fn sets_number_values() {
+        let mut req = every_kind();
+        let mut set = 0;
+        for_each_metric_point_mut(&mut req, |m, mut p| {
+            if m.kind == MetricKind::Gauge {
+                set += usize::from(p.set_value(7));
+            } else if p.set_value(0.25) {
+                set += 1;
+            }
+        });
+        assert_eq!(set, 4);
+        let mut values = Vec::new();
+        for_each_metric_point(&req, |_, p| values.extend(p.value()));
+        assert_eq!(values, [7.0, 7.0, 0.25, 0.25]);
     }
 
     fn get_attr_bool(attrs: &[KeyValue]) -> Option<bool> {
