@@ -179,3 +179,54 @@ impl AlertSink {
 
 /// The alert queue's receiving end, taken by the one `alerts` receiver at build time.
 pub type AlertQueue = Arc<Mutex<Option<mpsc::Receiver<Alert>>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{for_each_log_record, get_str, wire};
+    use prost::Message;
+
+    #[test]
+    fn alerts_become_one_logs_request() {
+        let alert = |name: &str, state| Alert {
+            name: name.into(),
+            state,
+            severity: Severity::Warning,
+            summary: format!("{name} happened"),
+            fingerprint: String::new(),
+            attributes: vec![attr("bot", "main"), attr("value", 0.12)],
+            trace_id: None,
+            source: "risk".into(),
+        };
+        let alerts = [
+            alert("A", AlertState::Firing),
+            alert("A", AlertState::Resolved),
+            alert("B", AlertState::Firing),
+        ];
+        let req = alerts_request(&alerts);
+        let bytes = req.encode_to_vec();
+        let counts = wire::scan_logs(&bytes).unwrap();
+        assert_eq!((counts.resources, counts.items), (1, 3));
+        assert_eq!(
+            ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap(),
+            req
+        );
+        let mut seen = Vec::new();
+        for_each_log_record(&req, |ctx, r| {
+            let res = &ctx.resource.unwrap().attributes;
+            assert_eq!(get_str(res, "service.name"), Some("tradewatch"));
+            assert_eq!(ctx.scope.unwrap().name, "tradewatch.alerts");
+            assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
+            assert_eq!(r.severity_text, "WARNING");
+            assert!(r.time_unix_nano > 0 && r.observed_time_unix_nano == r.time_unix_nano);
+            seen.push((
+                get_str(&r.attributes, "alert.name").unwrap().to_owned(),
+                get_str(&r.attributes, "alert.fingerprint")
+                    .unwrap()
+                    .to_owned(),
+            ));
+        });
+        assert_eq!(seen[0], seen[1]);
+        assert_ne!(seen[0].1, seen[2].1);
+    }
+}
