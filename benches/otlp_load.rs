@@ -10,7 +10,10 @@
 //! Environment:
 //! - `BENCH_SECS` (10): measured seconds per phase; `BENCH_WARMUP_SECS` (2).
 //! - `BENCH_STREAMS` ("1,4,8"): concurrent connections per phase.
-//! - `BENCH_COLLECTORS` ("tradewatch,rotel"): which collectors to run.
+//! - `BENCH_COLLECTORS` ("tradewatch,tradewatch-resource,rotel"): which
+//!   collectors to run. `tradewatch-resource` is tradewatch with the `resource`
+//!   processor inserting one attribute into every request (otlp → resource →
+//!   nop): the editing phase, compared with rotel's plain relay.
 //! - `BENCH_TRADEWATCH_BIN`: tradewatch binary (default: Cargo's
 //!   `CARGO_BIN_EXE_tradewatch`, else `target/release/tradewatch`).
 //! - `TRADEWATCH_PYTHON` (`.venv/bin/python`): interpreter whose site-packages
@@ -66,6 +69,8 @@ const COOLDOWN: Duration = Duration::from_millis(1000);
 // Targets for tradewatch relative to rotel.
 const TARGET_CPU_RATIO: f64 = 0.5;
 const TARGET_P99_MS_AT_4: f64 = 10.0;
+/// Editing every request's resource should cost no more CPU per span than rotel's relay.
+const TARGET_RESOURCE_CPU_RATIO: f64 = 1.0;
 /// Background CPU (not collector, not this bench) above which a phase is flagged.
 const NOISY_OTHER_CPU_PCT: f64 = 20.0;
 
@@ -100,7 +105,8 @@ fn main() {
     let mut collectors: Vec<Collector> = Vec::new();
     for name in &cfg.collectors {
         let started = match name.as_str() {
-            "tradewatch" => start_tradewatch(&log_dir),
+            "tradewatch" => start_tradewatch(&log_dir, Variant::Relay),
+            "tradewatch-resource" => start_tradewatch(&log_dir, Variant::Resource),
             "rotel" => start_rotel(&log_dir),
             other => Err(format!("unknown collector {other:?} in BENCH_COLLECTORS")),
         };
@@ -264,7 +270,7 @@ impl BenchConfig {
             "BENCH_STREAMS must list positive counts"
         );
         let collectors = std::env::var("BENCH_COLLECTORS")
-            .unwrap_or_else(|_| "tradewatch,rotel".into())
+            .unwrap_or_else(|_| "tradewatch,tradewatch-resource,rotel".into())
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -500,7 +506,17 @@ fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
-fn start_tradewatch(log_dir: &Path) -> Result<Collector, String> {
+/// What tradewatch does with the spans between its OTLP receiver and the nop exporter.
+#[derive(Clone, Copy)]
+enum Variant {
+    /// Nothing: a relay, like rotel with its blackhole exporter.
+    Relay,
+    /// The `resource` processor inserts `service.namespace` (absent from the
+    /// requests) into every resource: an edit of every request.
+    Resource,
+}
+
+fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, String> {
     let (bin, how) = match std::env::var("BENCH_TRADEWATCH_BIN") {
         Ok(p) if !p.is_empty() => (resolve(&p), "BENCH_TRADEWATCH_BIN"),
         _ => match option_env!("CARGO_BIN_EXE_tradewatch") {
@@ -518,10 +534,19 @@ fn start_tradewatch(log_dir: &Path) -> Result<Collector, String> {
     let [grpc, http, service] = free_ports::<3>();
     let dir = TempDir::new("tradewatch");
     let config = dir.0.join("bench.toml");
-    let toml = format!(
+    let (name, processor) = match variant {
+        Variant::Relay => ("tradewatch", ""),
+        Variant::Resource => (
+            "tradewatch-resource",
+            "[processors.resource]\n\
+             attributes = [{ key = \"service.namespace\", value = \"trading\", action = \"insert\" }]\n",
+        ),
+    };
+    let mut toml = format!(
         "[receivers.otlp]\n\
          grpc = \"127.0.0.1:{grpc}\"\n\
          http = \"127.0.0.1:{http}\"\n\
+         {processor}\
          [exporters.nop]\n\
          [service]\n\
          http = \"127.0.0.1:{service}\"\n\
@@ -529,18 +554,21 @@ fn start_tradewatch(log_dir: &Path) -> Result<Collector, String> {
          receivers = [\"otlp\"]\n\
          exporters = [\"nop\"]\n"
     );
+    if !processor.is_empty() {
+        toml.push_str("processors = [\"resource\"]\n");
+    }
     fs::write(&config, toml).map_err(|e| format!("write {}: {e}", config.display()))?;
     let mut cmd = Command::new(&bin);
     cmd.arg("run").arg("--config").arg(&config);
     let grpc_addr: SocketAddr = ([127, 0, 0, 1], grpc).into();
     let health: SocketAddr = ([127, 0, 0, 1], service).into();
     let mut c = Collector::spawn(
-        "tradewatch",
+        name,
         bin,
         String::new(),
         cmd,
         grpc_addr,
-        log_dir.join("tradewatch.log"),
+        log_dir.join(format!("{name}.log")),
         dir,
     )?;
     c.wait_ready(|| http_get_ok(health, "/health") && tcp_connects(grpc_addr))?;
@@ -1333,6 +1361,11 @@ struct Summary {
     line: String,
     cpu_ratio: Option<f64>,
     cpu_ratio_by_streams: Vec<(usize, f64)>,
+    /// CPU per span of `tradewatch-resource` (editing every request) over rotel's
+    /// (relaying), overall and per stream count.
+    resource_cpu_ratio: Option<f64>,
+    resource_cpu_ratio_by_streams: Vec<(usize, f64)>,
+    resource_target_met: Option<bool>,
     tw_peak_rss_mib: Option<f64>,
     rotel_peak_rss_mib: Option<f64>,
     tw_p99_ms_at_4: Option<f64>,
@@ -1358,19 +1391,27 @@ impl Summary {
                 .filter(|v| v.is_finite())
         };
         let errors = |name: &'static str| of(name).map(|r| r.errors).sum::<u64>();
-        let cpu_ratio = match (cpu_per_span("tradewatch"), cpu_per_span("rotel")) {
+        let ratio_to_rotel = |name: &'static str| match (cpu_per_span(name), cpu_per_span("rotel"))
+        {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
-        let cpu_ratio_by_streams = streams
-            .iter()
-            .filter_map(|&n| {
-                let a = of("tradewatch").find(|r| r.streams == n)?.cpu_s_per_mspans;
-                let b = of("rotel").find(|r| r.streams == n)?.cpu_s_per_mspans;
-                let ratio = a / b;
-                ratio.is_finite().then_some((n, ratio))
-            })
-            .collect();
+        let ratio_by_streams = |name: &'static str| -> Vec<(usize, f64)> {
+            streams
+                .iter()
+                .filter_map(|&n| {
+                    let a = of(name).find(|r| r.streams == n)?.cpu_s_per_mspans;
+                    let b = of("rotel").find(|r| r.streams == n)?.cpu_s_per_mspans;
+                    let ratio = a / b;
+                    ratio.is_finite().then_some((n, ratio))
+                })
+                .collect()
+        };
+        let cpu_ratio = ratio_to_rotel("tradewatch");
+        let cpu_ratio_by_streams = ratio_by_streams("tradewatch");
+        let resource_cpu_ratio = ratio_to_rotel("tradewatch-resource");
+        let resource_cpu_ratio_by_streams = ratio_by_streams("tradewatch-resource");
+        let resource_target_met = resource_cpu_ratio.map(|r| r <= TARGET_RESOURCE_CPU_RATIO);
         let (tw_rss, rotel_rss) = (peak("tradewatch"), peak("rotel"));
         let (tw_p99, rotel_p99) = (p99_4("tradewatch"), p99_4("rotel"));
         let cpu_target_met = cpu_ratio.map(|r| r <= TARGET_CPU_RATIO);
@@ -1409,17 +1450,31 @@ impl Summary {
             rotel_p99.map_or("?".into(), |v| format!("{v:.2}")),
             mark(p99_target_met, p99_why),
         );
-        if of("tradewatch").any(|r| r.collector_exited.is_some()) {
-            line.push_str("; tradewatch DIED during the run");
+        if of("tradewatch-resource").next().is_some() {
+            let _ = write!(
+                line,
+                "; with the resource processor editing every request, tradewatch CPU/span = {} × \
+                 rotel's relay [target ≤ {TARGET_RESOURCE_CPU_RATIO}×: {}]",
+                resource_cpu_ratio.map_or("?".into(), |r| format!("{r:.2}")),
+                mark(resource_target_met, "rotel not run"),
+            );
         }
-        let tw_errors = errors("tradewatch");
-        if tw_errors > 0 {
-            let _ = write!(line, "; tradewatch had {tw_errors} failed requests");
+        for name in ["tradewatch", "tradewatch-resource"] {
+            if of(name).any(|r| r.collector_exited.is_some()) {
+                let _ = write!(line, "; {name} DIED during the run");
+            }
+            let n = errors(name);
+            if n > 0 {
+                let _ = write!(line, "; {name} had {n} failed requests");
+            }
         }
         Summary {
             line,
             cpu_ratio,
             cpu_ratio_by_streams,
+            resource_cpu_ratio,
+            resource_cpu_ratio_by_streams,
+            resource_target_met,
             tw_peak_rss_mib: tw_rss,
             rotel_peak_rss_mib: rotel_rss,
             tw_p99_ms_at_4: tw_p99,
@@ -1555,20 +1610,26 @@ fn to_json(
         j.push_str(if i + 1 < results.len() { ",\n" } else { "\n" });
     }
     let notes: Vec<String> = notes.iter().map(|n| json_str(n)).collect();
-    let by_streams: Vec<String> = summary
-        .cpu_ratio_by_streams
-        .iter()
-        .map(|(n, r)| format!("\"{n}\": {}", json_f(*r)))
-        .collect();
+    let by_streams = |v: &[(usize, f64)]| {
+        v.iter()
+            .map(|(n, r)| format!("\"{n}\": {}", json_f(*r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = write!(
         j,
-        "  ],\n  \"summary\": {{\"line\": {}, \"cpu_per_span_ratio\": {}, \"cpu_per_span_ratio_by_streams\": {{{}}}, \"tradewatch_peak_rss_mib\": {}, \
+        "  ],\n  \"summary\": {{\"line\": {}, \"cpu_per_span_ratio\": {}, \"cpu_per_span_ratio_by_streams\": {{{}}}, \
+         \"resource_cpu_per_span_ratio\": {}, \"resource_cpu_per_span_ratio_by_streams\": {{{}}}, \
+         \"tradewatch_peak_rss_mib\": {}, \
          \"rotel_peak_rss_mib\": {}, \"tradewatch_p99_ms_at_4\": {}, \"rotel_p99_ms_at_4\": {}, \
-         \"targets\": {{\"cpu_ratio_le_0_5\": {}, \"rss_le_rotel\": {}, \"p99_lt_10ms_at_4\": {}}}}},\n  \
+         \"targets\": {{\"cpu_ratio_le_0_5\": {}, \"rss_le_rotel\": {}, \"p99_lt_10ms_at_4\": {}, \
+         \"resource_cpu_ratio_le_1\": {}}}}},\n  \
          \"notes\": [{}]\n}}\n",
         json_str(&summary.line),
         json_opt_f(summary.cpu_ratio),
-        by_streams.join(", "),
+        by_streams(&summary.cpu_ratio_by_streams),
+        json_opt_f(summary.resource_cpu_ratio),
+        by_streams(&summary.resource_cpu_ratio_by_streams),
         json_opt_f(summary.tw_peak_rss_mib),
         json_opt_f(summary.rotel_peak_rss_mib),
         json_opt_f(summary.tw_p99_ms_at_4),
@@ -1576,6 +1637,7 @@ fn to_json(
         json_opt_b(summary.cpu_target_met),
         json_opt_b(summary.rss_target_met),
         json_opt_b(summary.p99_target_met),
+        json_opt_b(summary.resource_target_met),
         notes.join(", "),
     );
     j

@@ -12,7 +12,10 @@ pub fn builtin() -> Registry {
             ("otlp", crate::receivers::otlp::parse),
             ("alerts", crate::receivers::alerts::parse),
         ],
-        processors: vec![("batch", crate::processors::batch::parse)],
+        processors: vec![
+            ("batch", crate::processors::batch::parse),
+            ("resource", crate::processors::resource::parse),
+        ],
         exporters: vec![
             ("otlp", crate::exporters::otlp::parse),
             ("file", crate::exporters::file::parse),

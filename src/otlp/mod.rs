@@ -1,6 +1,20 @@
 //! OTLP helpers shared by receivers and exporters.
 
+pub mod attrs;
+pub mod build;
+pub mod edit;
+pub mod resource_wire;
 pub mod wire;
+
+pub use attrs::{
+    attr, get_attr, get_f64, get_str, insert_attr, remove_attr, set_attr, AttrValue,
+    IntoAttributes, Timestamp,
+};
+pub use build::{log_record, LogsBuilder, MetricsBuilder, Number, Temporality};
+pub use edit::{
+    for_each_log_record, for_each_log_record_mut, for_each_metric_point, for_each_metric_point_mut,
+    LogCtx, MetricKind, MetricMut, MetricRef, PointMut, PointRef,
+};
 
 /// `google.rpc.Status`: the error body of OTLP/HTTP and the details of a gRPC status.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -7,11 +7,12 @@
 //! pipelines that list it. When no receiver takes the queue, the service logs every
 //! alert instead, so none is lost silently.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use crate::otlp::{attr, log_record, LogsBuilder, Timestamp};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,58 +64,60 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The alert as a log record observed now; the body is the summary.
     pub fn to_log_record(&self) -> LogRecord {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let now = Timestamp::now();
         let fingerprint = if self.fingerprint.is_empty() {
             fingerprint(&self.name, &self.attributes)
         } else {
             self.fingerprint.clone()
         };
+        let state = match self.state {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        };
         let mut attributes = vec![
-            kv_str("event.name", "alert"),
-            kv_str("alert.name", &self.name),
-            kv_str(
-                "alert.state",
-                match self.state {
-                    AlertState::Firing => "firing",
-                    AlertState::Resolved => "resolved",
-                },
-            ),
-            kv_str("alert.severity", self.severity.as_str()),
-            kv_str("alert.fingerprint", &fingerprint),
-            kv_str("alert.source", &self.source),
+            attr("event.name", "alert"),
+            attr("alert.name", &self.name),
+            attr("alert.state", state),
+            attr("alert.severity", self.severity.as_str()),
+            attr("alert.fingerprint", fingerprint),
+            attr("alert.source", &self.source),
         ];
         attributes.extend(self.attributes.iter().cloned());
         if let Some(t) = &self.trace_id {
-            attributes.push(kv_str("trace_id", &hex(t)));
+            attributes.push(attr("trace_id", hex(t)));
         }
         LogRecord {
-            time_unix_nano: now,
-            observed_time_unix_nano: now,
-            severity_number: self.severity.number() as i32,
-            severity_text: self.severity.as_str().to_uppercase(),
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(self.summary.clone())),
-            }),
-            attributes,
+            observed_time_unix_nano: now.0,
             trace_id: self.trace_id.clone().unwrap_or_default(),
             event_name: "alert".into(),
-            ..Default::default()
+            severity_text: self.severity.as_str().to_uppercase(),
+            ..log_record(
+                now,
+                self.severity.number(),
+                self.summary.as_str(),
+                attributes,
+            )
         }
     }
 }
 
-pub fn kv_str(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.to_owned())),
-        }),
-        ..Default::default()
+/// The logs export request that carries `alerts`, as the `alerts` receiver sends it:
+/// resource `service.name = "tradewatch"`, scope `tradewatch.alerts`.
+pub fn alerts_request<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> ExportLogsServiceRequest {
+    let mut b = LogsBuilder::new();
+    b.resource([attr("service.name", "tradewatch")])
+        .scope("tradewatch.alerts", env!("CARGO_PKG_VERSION"));
+    for a in alerts {
+        b.record(a.to_log_record());
     }
+    b.build()
+}
+
+/// A string attribute (same as [`attr`] with a `&str`).
+pub fn kv_str(k: &str, v: &str) -> KeyValue {
+    attr(k, v)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -176,3 +179,54 @@ impl AlertSink {
 
 /// The alert queue's receiving end, taken by the one `alerts` receiver at build time.
 pub type AlertQueue = Arc<Mutex<Option<mpsc::Receiver<Alert>>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{for_each_log_record, get_str, wire};
+    use prost::Message;
+
+    #[test]
+    fn alerts_become_one_logs_request() {
+        let alert = |name: &str, state| Alert {
+            name: name.into(),
+            state,
+            severity: Severity::Warning,
+            summary: format!("{name} happened"),
+            fingerprint: String::new(),
+            attributes: vec![attr("bot", "main"), attr("value", 0.12)],
+            trace_id: None,
+            source: "risk".into(),
+        };
+        let alerts = [
+            alert("A", AlertState::Firing),
+            alert("A", AlertState::Resolved),
+            alert("B", AlertState::Firing),
+        ];
+        let req = alerts_request(&alerts);
+        let bytes = req.encode_to_vec();
+        let counts = wire::scan_logs(&bytes).unwrap();
+        assert_eq!((counts.resources, counts.items), (1, 3));
+        assert_eq!(
+            ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap(),
+            req
+        );
+        let mut seen = Vec::new();
+        for_each_log_record(&req, |ctx, r| {
+            let res = &ctx.resource.unwrap().attributes;
+            assert_eq!(get_str(res, "service.name"), Some("tradewatch"));
+            assert_eq!(ctx.scope.unwrap().name, "tradewatch.alerts");
+            assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
+            assert_eq!(r.severity_text, "WARNING");
+            assert!(r.time_unix_nano > 0 && r.observed_time_unix_nano == r.time_unix_nano);
+            seen.push((
+                get_str(&r.attributes, "alert.name").unwrap().to_owned(),
+                get_str(&r.attributes, "alert.fingerprint")
+                    .unwrap()
+                    .to_owned(),
+            ));
+        });
+        assert_eq!(seen[0], seen[1]);
+        assert_ne!(seen[0].1, seen[2].1);
+    }
+}

@@ -2,3 +2,4 @@
 //! [`crate::component::Processor`]; `crate::registry` lists them.
 
 pub mod batch;
+pub mod resource;

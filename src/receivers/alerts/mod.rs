@@ -10,13 +10,9 @@ use crate::component::{
     BuildContext, BuildError, ComponentId, Kind, Outputs, Receiver, ReceiverConfig, Running, Signal,
 };
 use crate::config::{component_config, ConfigError, Source};
-use crate::pipeline::alerts::{kv_str, Alert};
+use crate::pipeline::alerts::{alerts_request, Alert};
 use crate::pipeline::{Batch, Consumer, Payload, Refused};
 use futures_util::future::BoxFuture;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,24 +100,7 @@ impl Receiver for AlertsReceiver {
 /// Puts one alert into the logs pipelines, waiting for room: internal data has no client
 /// to retry for it.
 async fn deliver(consumer: &Consumer, alert: Alert) {
-    let req = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv_str("service.name", "tradewatch")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "tradewatch.alerts".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                log_records: vec![alert.to_log_record()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = alerts_request([&alert]);
     let mut delay = Duration::from_millis(50);
     loop {
         match consumer
@@ -145,7 +124,7 @@ async fn deliver(consumer: &Consumer, alert: Alert) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::alerts::{AlertSink, AlertState, Severity};
+    use crate::pipeline::alerts::{kv_str, AlertSink, AlertState, Severity};
     use crate::pipeline::Consumer;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
