@@ -1,5 +1,7 @@
 //! OTLP helpers shared by receivers and exporters.
 
+pub mod json;
+pub mod log_limit;
 pub mod wire;
 
 /// `google.rpc.Status`: the error body of OTLP/HTTP and the details of a gRPC status.
