@@ -2241,7 +2241,10 @@ async fn rejected_requests_are_logged_once_per_reason_and_without_the_token() {
     );
     assert!(logs.contains("receiver=otlp"), "{logs}");
     assert!(!logs.contains(TOKEN), "the token is in the log:\n{logs}");
-    assert!(!logs.contains("wr0ng-Token"), "a sent token is in the log:\n{logs}");
+    assert!(
+        !logs.contains("wr0ng-Token"),
+        "a sent token is in the log:\n{logs}"
+    );
 }
 
 /// Compressed bodies too large to inflate inline (over 64 KiB compressed) are inflated
@@ -2254,7 +2257,10 @@ async fn large_compressed_bodies_are_inflated_within_the_limit_on_both_protocols
         common::free_port(),
         common::free_port(),
     );
-    let cfg = config(g, h, s, "").replace("max_request_size = \"64KiB\"", "max_request_size = \"4MiB\"");
+    let cfg = config(g, h, s, "").replace(
+        "max_request_size = \"64KiB\"",
+        "max_request_size = \"4MiB\"",
+    );
     let collector = Collector::start(&cfg, s);
     // Padding that does not compress much: the gzip body is well over 64 KiB.
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -2284,7 +2290,11 @@ async fn large_compressed_bodies_are_inflated_within_the_limit_on_both_protocols
     let bomb_zstd = zstd::encode_all(&bomb[..], 1).expect("zstd");
     drop(bomb);
     for b in [&bomb_gz, &bomb_zstd] {
-        assert!(b.len() > LIMIT, "the bomb must take the large path: {}", b.len());
+        assert!(
+            b.len() > LIMIT,
+            "the bomb must take the large path: {}",
+            b.len()
+        );
     }
     let http_gz = gzip(&big(121, "big-http-gzip"));
     let grpc_zstd = zstd::encode_all(&big(122, "big-grpc-zstd")[..], 3).expect("zstd");
@@ -2294,14 +2304,50 @@ async fn large_compressed_bodies_are_inflated_within_the_limit_on_both_protocols
     }
 
     let client = http_client();
-    let r = post(&client, h, "/v1/traces", Some("application/x-protobuf"), Some("gzip"), None, http_gz.clone()).await;
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        None,
+        http_gz.clone(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let r = post(&client, h, "/v1/traces", Some("application/x-protobuf"), Some("gzip"), None, bomb_gz.clone()).await;
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        None,
+        bomb_gz.clone(),
+    )
+    .await;
     assert_eq!(r.status, 413);
     assert!(r.rpc_status().message.contains("max_request_size"));
-    let r = post(&client, h, "/v1/traces", Some("application/x-protobuf"), Some("zstd"), None, bomb_zstd.clone()).await;
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("zstd"),
+        None,
+        bomb_zstd.clone(),
+    )
+    .await;
     assert_eq!(r.status, 413);
-    let r = post(&client, h, "/v1/traces", Some("application/x-protobuf"), Some("gzip"), None, http_gz[..http_gz.len() / 2].to_vec()).await;
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        None,
+        http_gz[..http_gz.len() / 2].to_vec(),
+    )
+    .await;
     assert_eq!(r.status, 400);
 
     let channel = grpc_channel(g).await;
@@ -2310,24 +2356,47 @@ async fn large_compressed_bodies_are_inflated_within_the_limit_on_both_protocols
         ("gzip", grpc_gz.clone(), OK),
         ("gzip", bomb_gz.clone(), RESOURCE_EXHAUSTED),
         ("zstd", bomb_zstd.clone(), RESOURCE_EXHAUSTED),
-        ("gzip", grpc_gz[..grpc_gz.len() / 2].to_vec(), INVALID_ARGUMENT),
+        (
+            "gzip",
+            grpc_gz[..grpc_gz.len() / 2].to_vec(),
+            INVALID_ARGUMENT,
+        ),
     ] {
-        let r = grpc_export(&channel, TRACE_EXPORT, &[("grpc-encoding", encoding)], frame(true, &body)).await;
+        let r = grpc_export(
+            &channel,
+            TRACE_EXPORT,
+            &[("grpc-encoding", encoding)],
+            frame(true, &body),
+        )
+        .await;
         assert_eq!(r.code.unwrap_or(OK), want, "{encoding}: {:?}", r.message);
         if want == RESOURCE_EXHAUSTED {
             assert!(r.message.contains("max_request_size"), "{:?}", r.message);
         }
         if want == INVALID_ARGUMENT {
-            assert!(r.message.starts_with("invalid request: Error decompressing"), "{:?}", r.message);
+            assert!(
+                r.message
+                    .starts_with("invalid request: Error decompressing"),
+                "{:?}",
+                r.message
+            );
         }
     }
-    common::eventually(Duration::from_secs(30), "the three valid requests are written", || {
-        spans_written(&collector).len() == 3
-    });
-    let names: Vec<String> = spans_written(&collector).into_iter().map(|(_, _, n, _)| n).collect();
+    common::eventually(
+        Duration::from_secs(30),
+        "the three valid requests are written",
+        || spans_written(&collector).len() == 3,
+    );
+    let names: Vec<String> = spans_written(&collector)
+        .into_iter()
+        .map(|(_, _, n, _)| n)
+        .collect();
     assert_eq!(names, ["big-grpc-gzip", "big-grpc-zstd", "big-http-gzip"]);
     assert_eq!(
-        metric(&collector, r#"tradewatch_receiver_too_large_requests_total{receiver="otlp"}"#),
+        metric(
+            &collector,
+            r#"tradewatch_receiver_too_large_requests_total{receiver="otlp"}"#
+        ),
         4.0
     );
 }

@@ -131,7 +131,10 @@ fn send(rt: &tokio::runtime::Runtime, grpc: u16, req: ExportTraceServiceRequest)
         let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
             .await
             .expect("connect to tradewatch");
-        client.export(req).await.expect("tradewatch takes the spans");
+        client
+            .export(req)
+            .await
+            .expect("tradewatch takes the spans");
     });
 }
 
@@ -193,15 +196,26 @@ fn partial_success_is_counted_shown_and_logged_once_over_grpc_and_http() {
         grpc_requests.load(Ordering::SeqCst) >= 3 && http_requests.load(Ordering::SeqCst) >= 3
     });
     for (id, rejected, per_request, message) in [
-        ("otlp/grpcdown", 6.0, 2, "grpc side: span names must be lowercase"),
+        (
+            "otlp/grpcdown",
+            6.0,
+            2,
+            "grpc side: span names must be lowercase",
+        ),
         ("otlp/httpdown", 9.0, 3, "http side: too many attributes"),
     ] {
-        eventually(WAIT, &format!("{id} counts {rejected} rejected spans"), || {
-            exporter_counter(&c, "rejected_items", id) == Some(rejected)
-        });
+        eventually(
+            WAIT,
+            &format!("{id} counts {rejected} rejected spans"),
+            || exporter_counter(&c, "rejected_items", id) == Some(rejected),
+        );
         // The request itself was taken: sent, not failed, not retried.
         assert_eq!(exporter_counter(&c, "sent_items", id), Some(15.0), "{id}");
-        assert_eq!(exporter_counter(&c, "send_failed_items", id), Some(0.0), "{id}");
+        assert_eq!(
+            exporter_counter(&c, "send_failed_items", id),
+            Some(0.0),
+            "{id}"
+        );
         let st = exporter_status(&c, id);
         assert_eq!(st["state"], "ok", "{id}: {st}");
         let last = st["last_error"]["message"].as_str().unwrap_or_default();
@@ -285,8 +299,15 @@ fn a_huge_error_body_is_read_no_further_than_64_kib_and_the_message_says_so() {
     let st = exporter_status(&c, "otlp/down");
     let last = st["last_error"]["message"].as_str().unwrap_or_default();
     assert!(last.contains("HTTP 400 Bad Request: xxx"), "{st}");
-    assert!(last.contains("truncated"), "the message should say it was cut: {st}");
-    assert!(last.len() < 1024, "the message is bounded: {} bytes", last.len());
+    assert!(
+        last.contains("truncated"),
+        "the message should say it was cut: {st}"
+    );
+    assert!(
+        last.len() < 1024,
+        "the message is bounded: {} bytes",
+        last.len()
+    );
     // The exporter hung up instead of reading 64 MiB.
     eventually(WAIT, "the downstream stops writing", || {
         done.load(Ordering::SeqCst)

@@ -424,7 +424,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<D> {
         len: usize,
         v: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple_struct(name, len, Vis::plain(v))
+        self.inner
+            .deserialize_tuple_struct(name, len, Vis::plain(v))
     }
     fn deserialize_struct<V: Visitor<'de>>(
         self,
@@ -652,10 +653,9 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::metrics::v1::{
-        exponential_histogram_data_point, metric, number_data_point, summary_data_point,
-        Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-        HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-        Summary, SummaryDataPoint,
+        exponential_histogram_data_point, metric, number_data_point, summary_data_point, Exemplar,
+        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -700,9 +700,7 @@ mod tests {
             attributes: attrs.clone(),
             time_unix_nano: 5,
             exemplars: vec![Exemplar {
-                value: Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(
-                    x,
-                )),
+                value: Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(x)),
                 ..Default::default()
             }],
             value: Some(number_data_point::Value::AsDouble(x)),
@@ -839,10 +837,7 @@ mod tests {
         };
         let json = to_vec(&logs).unwrap();
         assert_eq!(json, serde_json::to_vec(&logs).unwrap());
-        assert_eq!(
-            from_slice::<ExportLogsServiceRequest>(&json).unwrap(),
-            logs
-        );
+        assert_eq!(from_slice::<ExportLogsServiceRequest>(&json).unwrap(), logs);
     }
 
     #[test]
@@ -857,7 +852,9 @@ mod tests {
             point(r#""gauge":{"dataPoints":[{"asDouble":"nan"}]}"#),
             point(r#""histogram":{"dataPoints":[{"sum":"nan","explicitBounds":["x"]}]}"#),
             point(r#""summary":{"dataPoints":[{"sum":"inf"}]}"#),
-            point(r#""gauge":{"dataPoints":[{"attributes":[{"key":"k","value":{"doubleValue":"1.5"}}]}]}"#),
+            point(
+                r#""gauge":{"dataPoints":[{"attributes":[{"key":"k","value":{"doubleValue":"1.5"}}]}]}"#,
+            ),
             "{} x".to_owned(),
         ] {
             let ours = from_slice::<ExportMetricsServiceRequest>(case.as_bytes());

@@ -1,12 +1,12 @@
 //! The HTTP/protobuf transport.
 
 use super::{Compression, ExportResponse, OtlpExporterConfig, PartialSuccess, Transport};
-use crate::otlp::RpcStatus;
-use prost::Message;
 use crate::component::ExportError;
 use crate::component::Signal;
+use crate::otlp::RpcStatus;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use prost::Message;
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
 };

@@ -18,15 +18,15 @@ use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
 use crate::otlp::log_limit::LogLimiter;
-use crate::service::health::{ComponentHealth, State};
-use prometheus_client::metrics::counter::Counter;
-use std::time::Duration;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
+use crate::service::health::{ComponentHealth, State};
 use futures_util::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -217,7 +217,11 @@ impl PartialSuccesses {
         let message = format!(
             "partial success: the downstream rejected {rejected} of {sent} {}: {}",
             signal.item_name(),
-            if server.is_empty() { "(no message)" } else { &server }
+            if server.is_empty() {
+                "(no message)"
+            } else {
+                &server
+            }
         );
         if let Some(suppressed) = self.log.allow("partial success") {
             tracing::warn!(exporter = %self.id, %signal, rejected, suppressed, "{message}");

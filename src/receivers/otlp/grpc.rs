@@ -6,8 +6,8 @@ use crate::component::Running;
 use crate::component::Signal;
 use crate::service::health::{ComponentHealth, State};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http_body::Frame;
 use futures_util::future::BoxFuture;
+use http_body::Frame;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
     trace::v1::ExportTraceServiceResponse,
@@ -324,11 +324,15 @@ async fn inflate_large_message(
         prefix.insert(0, Ok(Frame::data(header.freeze())));
     }
     if !data.is_empty() {
-        let at = prefix.iter().take_while(|f| matches!(f, Ok(f) if f.is_data())).count();
+        let at = prefix
+            .iter()
+            .take_while(|f| matches!(f, Ok(f) if f.is_data()))
+            .count();
         prefix.insert(at, Ok(Frame::data(data)));
     }
     let rest = (!ended).then(|| http_body_util::BodyStream::new(body));
-    let stream = futures_util::stream::iter(prefix).chain(futures_util::stream::iter(rest).flatten());
+    let stream =
+        futures_util::stream::iter(prefix).chain(futures_util::stream::iter(rest).flatten());
     let body = tonic::body::Body::new(http_body_util::StreamBody::new(stream));
     Ok(http::Request::from_parts(parts, body))
 }

@@ -3,9 +3,9 @@
 //! `google.rpc.Status` in the request's own encoding, as the OTLP spec asks.
 
 use super::{inflate, Compression, InflateError, Intake, Rejection};
-use crate::otlp::json;
 use crate::component::Running;
 use crate::component::Signal;
+use crate::otlp::json;
 use crate::otlp::RpcStatus;
 use crate::pipeline::Payload;
 use crate::service::health::{ComponentHealth, State};
@@ -219,9 +219,9 @@ async fn handle(
             InflateError::TooLarge => Rejection::TooLarge(format!(
                 "decompressed request body is larger than max_request_size ({limit} bytes)"
             )),
-            InflateError::Invalid(e) => Rejection::Invalid(format!(
-                "invalid {content_encoding} body: {e}"
-            )),
+            InflateError::Invalid(e) => {
+                Rejection::Invalid(format!("invalid {content_encoding} body: {e}"))
+            }
         })?,
     };
     match encoding {
