@@ -3,10 +3,11 @@
 //! `cargo bench --bench big_bodies` starts the release binary with an OTLP/HTTP receiver
 //! and the `nop` exporter, then runs two phases of `BENCH_SECS` each on the same
 //! collector: small OTLP/HTTP trace requests (one span, ~200 bytes) sent closed-loop on
-//! `BENCH_SMALL_CONNS` keep-alive connections, first alone, then while another
-//! connection sends gzip bodies of about `BENCH_BIG_MB` MB compressed (random-letter
+//! `BENCH_SMALL_CONNS` keep-alive connections, first alone, then while
+//! `BENCH_BIG_CONNS` other connections send gzip bodies of about `BENCH_BIG_MB` MB
+//! compressed each, back to back (random-letter
 //! span attributes, which inflate to ~1.7× that: Huffman-decoding work, as with real
-//! telemetry) back to back. It prints p50/p99/max of the small requests for both phases
+//! telemetry). It prints p50/p99/max of the small requests for both phases
 //! and how long each big body took.
 //!
 //! Inflating a big body on an async worker stalls every connection that worker
@@ -17,6 +18,8 @@
 //! Environment:
 //! - `BENCH_SECS` (10): measured seconds per phase; `BENCH_WARMUP_SECS` (2).
 //! - `BENCH_SMALL_CONNS` (4): connections sending small requests.
+//! - `BENCH_BIG_CONNS` (2): connections sending big bodies at once (with 2, on a
+//!   2-core machine, inflating on the async workers can occupy both of them).
 //! - `BENCH_BIG_MB` (50): compressed size of each big body, in MB.
 //! - `BENCH_TRADEWATCH_BIN`: the tradewatch binary (default: Cargo's
 //!   `CARGO_BIN_EXE_tradewatch`, else `target/release/tradewatch`).
@@ -53,6 +56,7 @@ fn main() {
     let warmup = env_num("BENCH_WARMUP_SECS", 2);
     let conns = env_num("BENCH_SMALL_CONNS", 4) as usize;
     let big_mb = env_num("BENCH_BIG_MB", 50);
+    let big_conns = env_num("BENCH_BIG_CONNS", 2) as usize;
 
     let t = Instant::now();
     let (big, inflated) = big_body(big_mb * 1_000_000);
@@ -82,6 +86,7 @@ fn main() {
             &small,
             with_big.then(|| big.clone()),
             conns,
+            big_conns,
             Duration::from_secs(warmup),
             Duration::from_secs(secs),
         ));
@@ -97,9 +102,10 @@ fn main() {
 
     println!();
     println!(
-        "binary: {} ({} small-request connections, {secs} s per phase)",
+        "binary: {} ({conns} small-request connections, {big_conns} big-body connections, \
+         {:.0} MB gzip bodies, {secs} s per phase)",
         collector.binary.display(),
-        conns
+        big.len() as f64 / 1e6
     );
     println!();
     println!("| phase | small req/s | p50 ms | p99 ms | max ms | errors | big bodies | mean s per big body |");
@@ -136,6 +142,7 @@ async fn phase(
     small: &Bytes,
     big: Option<Bytes>,
     conns: usize,
+    big_conns: usize,
     warmup: Duration,
     measure: Duration,
 ) -> PhaseResult {
@@ -165,36 +172,43 @@ async fn phase(
             errors
         }));
     }
-    let big_task = big.map(|body| {
-        let (url, stop) = (url.to_owned(), stop.clone());
-        tokio::spawn(async move {
-            let client = client();
-            let (mut done, mut secs, mut errors) = (0u64, 0f64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                let ok = post(&client, &url, body.clone(), Some("gzip")).await;
-                if t0 >= measure_from {
-                    done += 1;
-                    secs += t0.elapsed().as_secs_f64();
-                    errors += u64::from(!ok);
+    let big_tasks: Vec<_> = big
+        .into_iter()
+        .flat_map(|body| std::iter::repeat_n(body, big_conns))
+        .map(|body| {
+            let (url, stop) = (url.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let client = client();
+                let (mut done, mut secs, mut errors) = (0u64, 0f64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let ok = post(&client, &url, body.clone(), Some("gzip")).await;
+                    if t0 >= measure_from {
+                        done += 1;
+                        secs += t0.elapsed().as_secs_f64();
+                        errors += u64::from(!ok);
+                    }
                 }
-            }
-            (done, secs, errors)
+                (done, secs, errors)
+            })
         })
-    });
+        .collect();
     let mut errors = 0;
     for t in tasks {
         errors += t.await.expect("small-request task");
     }
     stop.store(true, Ordering::Relaxed);
-    let (big_done, big_secs, big_errors) = match big_task {
-        Some(t) => t.await.expect("big-body task"),
-        None => (0, 0.0, 0),
-    };
+    let (mut big_done, mut big_secs) = (0, 0.0);
+    for t in big_tasks {
+        let (done, secs, e) = t.await.expect("big-body task");
+        big_done += done;
+        big_secs += secs;
+        errors += e;
+    }
     let small = Arc::try_unwrap(hist).unwrap().into_inner().unwrap();
     PhaseResult {
         small,
-        errors: errors + big_errors,
+        errors,
         big_done,
         big_secs,
     }
