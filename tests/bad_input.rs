@@ -2167,6 +2167,7 @@ async fn rejected_requests_are_logged_once_per_reason_and_without_the_token() {
     let client = http_client();
     let good = format!("Bearer {TOKEN}");
     let channel = grpc_channel(grpc_port).await;
+    let started = std::time::Instant::now();
     for _ in 0..50 {
         let r = post(
             &client,
@@ -2231,10 +2232,15 @@ async fn rejected_requests_are_logged_once_per_reason_and_without_the_token() {
             .filter(|l| l.contains("WARN") && l.contains(&format!("request ({reason})")))
             .count()
     };
-    // The 250 requests above take well under 10 s: one line per reason.
-    assert_eq!(lines("bad request"), 1, "{logs}");
-    assert_eq!(lines("unauthorized"), 1, "{logs}");
-    assert_eq!(lines("too large"), 1, "{logs}");
+    // One line per reason per 10 s (the 250 requests normally take well under 10 s).
+    let allowed = 1 + started.elapsed().as_secs() as usize / 10;
+    for reason in ["bad request", "unauthorized", "too large"] {
+        let n = lines(reason);
+        assert!(
+            (1..=allowed).contains(&n),
+            "{n} warnings for {reason:?}, expected 1..={allowed}:\n{logs}"
+        );
+    }
     assert!(
         logs.contains("invalid protobuf") || logs.contains("invalid request"),
         "the reason is given:\n{logs}"
@@ -2385,7 +2391,11 @@ async fn large_compressed_bodies_are_inflated_within_the_limit_on_both_protocols
     common::eventually(
         Duration::from_secs(30),
         "the three valid requests are written",
-        || spans_written(&collector).len() == 3,
+        // Whole lines only: a 600 KB line may be read while it is being written.
+        || {
+            std::fs::read_to_string(collector.path("out.jsonl"))
+                .is_ok_and(|t| t.ends_with('\n') && t.lines().count() == 3)
+        },
     );
     let names: Vec<String> = spans_written(&collector)
         .into_iter()

@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_server::{TraceService, TraceServiceServer},
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::io::{Read, Write};
@@ -24,6 +25,10 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn spans(n: usize, tag: &str) -> ExportTraceServiceRequest {
+    padded_spans(n, tag, 0)
+}
+
+fn padded_spans(n: usize, tag: &str, pad: usize) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -32,6 +37,13 @@ fn spans(n: usize, tag: &str) -> ExportTraceServiceRequest {
                         trace_id: vec![7; 16],
                         span_id: vec![i as u8 + 1; 8],
                         name: format!("{tag}-{i}"),
+                        attributes: vec![KeyValue {
+                            key: "pad".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue("p".repeat(pad))),
+                            }),
+                            ..Default::default()
+                        }],
                         ..Default::default()
                     })
                     .collect(),
@@ -116,6 +128,7 @@ exporters = [{}]
 [exporters."{id}"]
 endpoint = "http://127.0.0.1:{port}"
 protocol = "{protocol}"
+compression = "gzip"
 timeout = "5s"
 [exporters."{id}".retry_on_failure]
 initial_interval = "100ms"
@@ -146,7 +159,8 @@ fn partial_success_is_counted_shown_and_logged_once_over_grpc_and_http() {
     let grpc_down = free_port();
     let service = TraceServiceServer::new(PartialGrpc {
         requests: grpc_requests.clone(),
-    });
+    })
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let grpc_listener = rt
         .block_on(tokio::net::TcpListener::bind(("127.0.0.1", grpc_down)))
         .expect("bind the gRPC downstream");
@@ -156,25 +170,39 @@ fn partial_success_is_counted_shown_and_logged_once_over_grpc_and_http() {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener)),
     );
     // The HTTP downstream: a protobuf ExportTraceServiceResponse with a partial success.
+    // It counts the spans in the gzip bodies it is sent.
     let http_requests = Arc::new(AtomicUsize::new(0));
+    let http_spans = Arc::new(AtomicUsize::new(0));
     let http_down = free_port();
-    let counted = http_requests.clone();
+    let (counted, spans_counted) = (http_requests.clone(), http_spans.clone());
     let app = axum::Router::new().route(
         "/v1/traces",
-        axum::routing::post(move |_body: axum::body::Bytes| {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let body = ExportTraceServiceResponse {
-                    partial_success: Some(ExportTracePartialSuccess {
-                        rejected_spans: 3,
-                        error_message: "http side: too many attributes".into(),
-                    }),
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (counted, spans_counted) = (counted.clone(), spans_counted.clone());
+                async move {
+                    assert_eq!(headers["content-encoding"], "gzip");
+                    let mut raw = Vec::new();
+                    flate2::read::GzDecoder::new(&body[..])
+                        .read_to_end(&mut raw)
+                        .expect("a gzip body");
+                    let req = ExportTraceServiceRequest::decode(&raw[..]).expect("a trace request");
+                    spans_counted.fetch_add(
+                        req.resource_spans[0].scope_spans[0].spans.len(),
+                        Ordering::SeqCst,
+                    );
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = ExportTraceServiceResponse {
+                        partial_success: Some(ExportTracePartialSuccess {
+                            rejected_spans: 3,
+                            error_message: "http side: too many attributes".into(),
+                        }),
+                    }
+                    .encode_to_vec();
+                    ([("content-type", "application/x-protobuf")], body)
                 }
-                .encode_to_vec();
-                ([("content-type", "application/x-protobuf")], body)
-            }
-        }),
+            },
+        ),
     );
     let http_listener = rt
         .block_on(tokio::net::TcpListener::bind(("127.0.0.1", http_down)))
@@ -189,12 +217,14 @@ fn partial_success_is_counted_shown_and_logged_once_over_grpc_and_http() {
             ("otlp/httpdown", "http", http_down),
         ],
     );
-    for i in 0..3 {
-        send(&rt, grpc, spans(5, &format!("batch{i}")));
+    // The last request is over 64 KiB: compressed on the blocking pool.
+    for (i, pad) in [0, 10, 20_000].into_iter().enumerate() {
+        send(&rt, grpc, padded_spans(5, &format!("batch{i}"), pad));
     }
     eventually(WAIT, "both downstreams got three requests", || {
         grpc_requests.load(Ordering::SeqCst) >= 3 && http_requests.load(Ordering::SeqCst) >= 3
     });
+    assert_eq!(http_spans.load(Ordering::SeqCst), 15);
     for (id, rejected, per_request, message) in [
         (
             "otlp/grpcdown",

@@ -57,21 +57,19 @@ impl Transport for HttpExporter {
             .client
             .post(&self.urls[signal.index()])
             .header(CONTENT_TYPE, "application/x-protobuf");
-        let body = match self.compression {
-            Compression::None => Ok(body),
-            Compression::Gzip => {
-                req = req.header(CONTENT_ENCODING, "gzip");
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(body.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                enc.write_all(&body)
-                    .and_then(|_| enc.finish())
-                    .map(Bytes::from)
-            }
-        };
+        let gzip = self.compression == Compression::Gzip;
+        if gzip {
+            req = req.header(CONTENT_ENCODING, "gzip");
+        }
         Box::pin(async move {
-            let body = body.map_err(|e| ExportError::permanent(format!("gzip failed: {e}")))?;
+            let body = match gzip {
+                false => body,
+                // Compressing a big batch takes milliseconds: not on an async worker.
+                true if body.len() <= INLINE_GZIP_MAX => gzip_body(&body)?,
+                true => tokio::task::spawn_blocking(move || gzip_body(&body))
+                    .await
+                    .map_err(|e| ExportError::permanent(format!("gzip failed: {e}")))??,
+            };
             let resp = req
                 .body(body)
                 .send()
@@ -104,6 +102,20 @@ impl Transport for HttpExporter {
             })
         })
     }
+}
+
+/// Request bodies larger than this are compressed on the blocking pool.
+const INLINE_GZIP_MAX: usize = 64 * 1024;
+
+fn gzip_body(body: &[u8]) -> Result<Bytes, ExportError> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body)
+        .and_then(|_| enc.finish())
+        .map(Bytes::from)
+        .map_err(|e| ExportError::permanent(format!("gzip failed: {e}")))
 }
 
 /// The most of a response body that is read: a downstream answering with megabytes
