@@ -347,4 +347,16 @@ fn a_huge_error_body_is_read_no_further_than_64_kib_and_the_message_says_so() {
         sent < 32 << 20,
         "the exporter read {sent} bytes of the error body"
     );
+    // Nor did its memory grow by the body's size.
+    let pid = c.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(
+        peak_kib < 48 * 1024,
+        "peak RSS {peak_kib} KiB: the error body was held in memory"
+    );
 }

@@ -1,9 +1,12 @@
 //! `otlp`: OTLP over gRPC (traces, metrics and logs services; gzip and zstd) and over
-//! HTTP (`/v1/traces|metrics|logs`, protobuf or JSON bodies, gzip).
+//! HTTP (`/v1/traces|metrics|logs`, protobuf or JSON bodies, gzip and zstd).
 //!
 //! Protobuf requests are validated by the wire scanner and passed on still encoded;
 //! JSON requests are decoded. A full pipeline is answered with a retryable status
 //! (gRPC `UNAVAILABLE`, HTTP 503 + `Retry-After`) so SDKs retry rather than lose data.
+//! Rejected requests are counted by reason and logged, at most once per reason per 10 s.
+//! Work that takes milliseconds on a big request (inflating, validating, decoding JSON)
+//! runs on the blocking pool, so one bulk upload cannot stall every other connection.
 
 mod grpc;
 mod http;
@@ -172,6 +175,7 @@ impl Rejection {
         }
     }
 
+    /// The same, borrowed: for the log line of a rejection.
     pub(crate) fn message(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Rejection::Invalid(m) | Rejection::TooLarge(m) => m.as_str().into(),
