@@ -2156,3 +2156,263 @@ async fn http1_keep_alive_clients_survive_refused_requests() {
     expect.sort();
     assert_eq!(ids, expect, "exactly the valid requests were delivered");
 }
+
+// ---------------------------------------------------------------------------------------
+// Rejections in the log (edges)
+
+/// A client stuck sending bad requests shows in the log at the default level, once per
+/// reason per 10 s rather than once per request, and the log never holds a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_requests_are_logged_once_per_reason_and_without_the_token() {
+    const TOKEN: &str = "s3cr3t-Token-for-the-log-test";
+    const WRONG: &str = "Bearer wr0ng-Token-for-the-log-test";
+    let (collector, grpc_port, http_port) = start(
+        "auth_token = \"${OTLP_TOKEN}\"\n",
+        &[("OTLP_TOKEN", TOKEN), ("TRADEWATCH_LOG", "warn")],
+    );
+    let client = http_client();
+    let good = format!("Bearer {TOKEN}");
+    let channel = grpc_channel(grpc_port).await;
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        let r = post(
+            &client,
+            http_port,
+            "/v1/traces",
+            Some("application/x-protobuf"),
+            None,
+            Some(&good),
+            truncated_protobuf(),
+        )
+        .await;
+        assert_eq!(r.status, 400);
+        let r = grpc_export(
+            &channel,
+            TRACE_EXPORT,
+            &[("authorization", good.as_str())],
+            frame(false, &[0xff, 0xff, 0xff, 0xff]),
+        )
+        .await;
+        assert_eq!(r.code, Some(INVALID_ARGUMENT));
+        let r = post(
+            &client,
+            http_port,
+            "/v1/logs",
+            Some("application/json"),
+            None,
+            Some(WRONG),
+            "{}",
+        )
+        .await;
+        assert_eq!(r.status, 401);
+        let r = grpc_export(
+            &channel,
+            LOGS_EXPORT,
+            &[("authorization", WRONG)],
+            frame(false, &[]),
+        )
+        .await;
+        assert_eq!(r.code, Some(UNAUTHENTICATED));
+        let r = post(
+            &client,
+            http_port,
+            "/v1/traces",
+            Some("application/x-protobuf"),
+            Some("gzip"),
+            Some(&good),
+            gzip_bomb(),
+        )
+        .await;
+        assert_eq!(r.status, 413);
+    }
+    assert_eq!(
+        metric(
+            &collector,
+            r#"tradewatch_receiver_bad_requests_total{receiver="otlp"}"#
+        ),
+        100.0
+    );
+    let logs = collector.logs();
+    let lines = |reason: &str| {
+        logs.lines()
+            .filter(|l| l.contains("WARN") && l.contains(&format!("request ({reason})")))
+            .count()
+    };
+    // One line per reason per 10 s (the 250 requests normally take well under 10 s).
+    let allowed = 1 + started.elapsed().as_secs() as usize / 10;
+    for reason in ["bad request", "unauthorized", "too large"] {
+        let n = lines(reason);
+        assert!(
+            (1..=allowed).contains(&n),
+            "{n} warnings for {reason:?}, expected 1..={allowed}:\n{logs}"
+        );
+    }
+    assert!(
+        logs.contains("invalid protobuf") || logs.contains("invalid request"),
+        "the reason is given:\n{logs}"
+    );
+    assert!(logs.contains("receiver=otlp"), "{logs}");
+    assert!(!logs.contains(TOKEN), "the token is in the log:\n{logs}");
+    assert!(
+        !logs.contains("wr0ng-Token"),
+        "a sent token is in the log:\n{logs}"
+    );
+}
+
+/// Compressed bodies too large to inflate inline (over 64 KiB compressed) are inflated
+/// on the blocking pool, on both protocols, with the same limits and answers: a valid
+/// one is delivered, a bomb is refused as too large, a broken one as invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_compressed_bodies_are_inflated_within_the_limit_on_both_protocols() {
+    let (g, h, s) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let cfg = config(g, h, s, "").replace(
+        "max_request_size = \"64KiB\"",
+        "max_request_size = \"4MiB\"",
+    );
+    let collector = Collector::start(&cfg, s);
+    // Padding that does not compress much: the gzip body is well over 64 KiB.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..600_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let big = |n: u8, name: &str| {
+        let mut r = trace_request(n, name, 0);
+        r.resource_spans[0].scope_spans[0].spans[0].attributes[1] =
+            kv("padding", any_value::Value::StringValue(noise.clone()));
+        r.encode_to_vec()
+    };
+    // Noise (so that it takes the large path), then 8 MiB of one byte: over the limit.
+    let bomb = {
+        let mut r = trace_request(120, "big-bomb", 0);
+        let padding = format!("{}{}", &noise[..200_000], "x".repeat(8 << 20));
+        r.resource_spans[0].scope_spans[0].spans[0].attributes[1] =
+            kv("padding", any_value::Value::StringValue(padding));
+        r.encode_to_vec()
+    };
+    let bomb_gz = gzip(&bomb);
+    let bomb_zstd = zstd::encode_all(&bomb[..], 1).expect("zstd");
+    drop(bomb);
+    for b in [&bomb_gz, &bomb_zstd] {
+        assert!(
+            b.len() > LIMIT,
+            "the bomb must take the large path: {}",
+            b.len()
+        );
+    }
+    let http_gz = gzip(&big(121, "big-http-gzip"));
+    let grpc_zstd = zstd::encode_all(&big(122, "big-grpc-zstd")[..], 3).expect("zstd");
+    let grpc_gz = gzip(&big(123, "big-grpc-gzip"));
+    for b in [&http_gz, &grpc_zstd, &grpc_gz] {
+        assert!(b.len() > LIMIT, "must take the large path: {}", b.len());
+    }
+
+    let client = http_client();
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        None,
+        http_gz.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        None,
+        bomb_gz.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert!(r.rpc_status().message.contains("max_request_size"));
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("zstd"),
+        None,
+        bomb_zstd.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let r = post(
+        &client,
+        h,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        None,
+        http_gz[..http_gz.len() / 2].to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
+    let channel = grpc_channel(g).await;
+    for (encoding, body, want) in [
+        ("zstd", grpc_zstd.clone(), OK),
+        ("gzip", grpc_gz.clone(), OK),
+        ("gzip", bomb_gz.clone(), RESOURCE_EXHAUSTED),
+        ("zstd", bomb_zstd.clone(), RESOURCE_EXHAUSTED),
+        (
+            "gzip",
+            grpc_gz[..grpc_gz.len() / 2].to_vec(),
+            INVALID_ARGUMENT,
+        ),
+    ] {
+        let r = grpc_export(
+            &channel,
+            TRACE_EXPORT,
+            &[("grpc-encoding", encoding)],
+            frame(true, &body),
+        )
+        .await;
+        assert_eq!(r.code.unwrap_or(OK), want, "{encoding}: {:?}", r.message);
+        if want == RESOURCE_EXHAUSTED {
+            assert!(r.message.contains("max_request_size"), "{:?}", r.message);
+        }
+        if want == INVALID_ARGUMENT {
+            assert!(
+                r.message
+                    .starts_with("invalid request: Error decompressing"),
+                "{:?}",
+                r.message
+            );
+        }
+    }
+    common::eventually(
+        Duration::from_secs(30),
+        "the three valid requests are written",
+        // Whole lines only: a 600 KB line may be read while it is being written.
+        || {
+            std::fs::read_to_string(collector.path("out.jsonl"))
+                .is_ok_and(|t| t.ends_with('\n') && t.lines().count() == 3)
+        },
+    );
+    let names: Vec<String> = spans_written(&collector)
+        .into_iter()
+        .map(|(_, _, n, _)| n)
+        .collect();
+    assert_eq!(names, ["big-grpc-gzip", "big-grpc-zstd", "big-http-gzip"]);
+    assert_eq!(
+        metric(
+            &collector,
+            r#"tradewatch_receiver_too_large_requests_total{receiver="otlp"}"#
+        ),
+        4.0
+    );
+}

@@ -4,6 +4,7 @@ use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, Source};
+use crate::otlp::json;
 use crate::pipeline::data::Decoded;
 use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::Payload;
@@ -82,15 +83,16 @@ struct FileExporter {
     path: PathBuf,
 }
 
-/// One OTLP/JSON line for a payload.
+/// One OTLP/JSON line for a payload; NaN and infinities are written as the proto3 JSON
+/// strings `"NaN"`, `"Infinity"`, `"-Infinity"` (serde_json alone would write `null`).
 pub fn json_line(p: &Payload) -> Result<Vec<u8>, String> {
     let decoded = p
         .decoded()
         .map_err(|e| format!("payload does not decode: {e}"))?;
     let mut line = match decoded {
-        Decoded::Traces(r) => serde_json::to_vec(&*r),
-        Decoded::Metrics(r) => serde_json::to_vec(&*r),
-        Decoded::Logs(r) => serde_json::to_vec(&*r),
+        Decoded::Traces(r) => json::to_vec(&*r),
+        Decoded::Metrics(r) => json::to_vec(&*r),
+        Decoded::Logs(r) => json::to_vec(&*r),
     }
     .map_err(|e| format!("cannot write OTLP/JSON: {e}"))?;
     line.push(b'\n');
@@ -117,9 +119,13 @@ impl Exporter for FileExporter {
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         let out = self.out.clone();
         Box::pin(async move {
-            let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = w.flush();
-            let _ = w.get_ref().sync_all();
+            // fsync can take long on a busy disk: not on an async worker.
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = w.flush();
+                let _ = w.get_ref().sync_all();
+            })
+            .await;
         })
     }
 }

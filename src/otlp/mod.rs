@@ -3,6 +3,8 @@
 pub mod attrs;
 pub mod build;
 pub mod edit;
+pub mod json;
+pub mod log_limit;
 pub mod resource_wire;
 pub mod wire;
 

@@ -1,7 +1,7 @@
 //! The gRPC transport: a lazily connecting tonic channel and a codec that sends the
 //! request bytes as they are.
 
-use super::{Compression, OtlpExporterConfig, Transport};
+use super::{Compression, ExportResponse, OtlpExporterConfig, PartialSuccess, Transport};
 use crate::component::ExportError;
 use crate::component::Signal;
 use crate::otlp::RpcStatus;
@@ -18,7 +18,7 @@ use tonic::{Code, Status};
 #[derive(Default, Clone, Copy)]
 struct RawCodec;
 struct RawEncoder;
-struct IgnoreDecoder;
+struct ResponseDecoder;
 
 impl Encoder for RawEncoder {
     type Item = Bytes;
@@ -29,25 +29,26 @@ impl Encoder for RawEncoder {
     }
 }
 
-impl Decoder for IgnoreDecoder {
-    type Item = ();
+impl Decoder for ResponseDecoder {
+    type Item = ExportResponse;
     type Error = Status;
-    fn decode(&mut self, _src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        // Partial-success details are not acted on; the request as a whole was taken.
-        Ok(Some(()))
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportResponse>, Status> {
+        // The request was taken whatever the response holds: one that does not decode
+        // reports no partial success rather than failing a delivered export.
+        Ok(Some(ExportResponse::decode(src).unwrap_or_default()))
     }
 }
 
 impl Codec for RawCodec {
     type Encode = Bytes;
-    type Decode = ();
+    type Decode = ExportResponse;
     type Encoder = RawEncoder;
-    type Decoder = IgnoreDecoder;
+    type Decoder = ResponseDecoder;
     fn encoder(&mut self) -> RawEncoder {
         RawEncoder
     }
-    fn decoder(&mut self) -> IgnoreDecoder {
-        IgnoreDecoder
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
     }
 }
 
@@ -89,7 +90,11 @@ fn path(signal: Signal) -> PathAndQuery {
 }
 
 impl Transport for GrpcExporter {
-    fn send(&self, signal: Signal, body: Bytes) -> BoxFuture<'static, Result<(), ExportError>> {
+    fn send(
+        &self,
+        signal: Signal,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Option<PartialSuccess>, ExportError>> {
         let mut client = tonic::client::Grpc::new(self.channel.clone());
         if self.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
@@ -104,7 +109,7 @@ impl Transport for GrpcExporter {
             let mut req = tonic::Request::new(body);
             *req.metadata_mut() = metadata;
             match client.unary(req, path(signal), RawCodec).await {
-                Ok(_) => Ok(()),
+                Ok(response) => Ok(response.into_inner().partial()),
                 Err(status) => Err(classify(&status)),
             }
         })

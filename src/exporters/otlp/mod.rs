@@ -4,6 +4,11 @@
 //! without decoding. Status handling follows the OTLP spec: retryable gRPC codes and
 //! HTTP 429/502/503/504 are retried (after the server's `RetryInfo` / `Retry-After` when
 //! given), everything else is permanent.
+//!
+//! A server that takes a request but refuses part of it says so in the response's
+//! `partial_success` (OTLP spec): those items are counted in `rejected_items`, the
+//! server's message becomes the last error in `/status` and a warning (at most one per
+//! 10 s), and they are not retried: the server refused them on purpose.
 
 mod grpc;
 mod http;
@@ -12,12 +17,16 @@ use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
+use crate::otlp::log_limit::LogLimiter;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
+use crate::service::health::{ComponentHealth, State};
 use futures_util::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -114,28 +123,124 @@ impl ExporterConfig for OtlpExporterConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let partial = Arc::new(PartialSuccesses::new(ctx));
         match self.protocol {
-            Protocol::Grpc => Ok(Arc::new(
-                grpc::GrpcExporter::new(self).map_err(|e| BuildError::new(&ctx.id, e))?,
-            )),
-            Protocol::Http => Ok(Arc::new(
-                http::HttpExporter::new(self).map_err(|e| BuildError::new(&ctx.id, e))?,
-            )),
+            Protocol::Grpc => Ok(Arc::new(OtlpExporter {
+                transport: grpc::GrpcExporter::new(self)
+                    .map_err(|e| BuildError::new(&ctx.id, e))?,
+                partial,
+            })),
+            Protocol::Http => Ok(Arc::new(OtlpExporter {
+                transport: http::HttpExporter::new(self)
+                    .map_err(|e| BuildError::new(&ctx.id, e))?,
+                partial,
+            })),
         }
+    }
+}
+
+/// The `partial_success` of an `Export*ServiceResponse`: the three signals' responses
+/// share this shape (field 1; in it the rejected count is field 1, the message field 2).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ExportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<PartialSuccess>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PartialSuccess {
+    /// `rejected_spans`, `rejected_data_points` or `rejected_log_records`.
+    #[prost(int64, tag = "1")]
+    pub rejected: i64,
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+impl ExportResponse {
+    /// What the server said beyond "taken": `None` for a full success.
+    pub(crate) fn partial(self) -> Option<PartialSuccess> {
+        self.partial_success
+            .filter(|p| p.rejected > 0 || !p.error_message.is_empty())
     }
 }
 
 /// Both transports implement this; the `Exporter` impl is shared.
 pub(crate) trait Transport: Send + Sync + 'static {
+    /// Sends one request; `Ok(Some(_))` when the server took it but reported a partial
+    /// success.
     fn send(
         &self,
         signal: Signal,
         body: bytes::Bytes,
-    ) -> BoxFuture<'static, Result<(), ExportError>>;
+    ) -> BoxFuture<'static, Result<Option<PartialSuccess>, ExportError>>;
 }
 
-impl<T: Transport> Exporter for T {
+struct OtlpExporter<T> {
+    transport: T,
+    partial: Arc<PartialSuccesses>,
+}
+
+/// Where partial successes are recorded.
+struct PartialSuccesses {
+    id: String,
+    health: Arc<ComponentHealth>,
+    /// Per signal, by [`Signal::index`].
+    rejected: [Counter; 3],
+    log: LogLimiter,
+}
+
+impl PartialSuccesses {
+    fn new(ctx: &BuildContext) -> PartialSuccesses {
+        let counter = |s: Signal| {
+            ctx.health.counter(
+                "rejected_items",
+                "Items the downstream refused in a partial success (not retried)",
+                &[("signal", s.as_str())],
+            )
+        };
+        PartialSuccesses {
+            id: ctx.id.to_string(),
+            health: ctx.health.clone(),
+            rejected: [
+                counter(Signal::Traces),
+                counter(Signal::Metrics),
+                counter(Signal::Logs),
+            ],
+            log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    fn record(&self, signal: Signal, sent: u64, p: PartialSuccess) {
+        let rejected = u64::try_from(p.rejected).unwrap_or(0);
+        self.rejected[signal.index()].inc_by(rejected);
+        let server: String = p.error_message.chars().take(300).collect();
+        let message = format!(
+            "partial success: the downstream rejected {rejected} of {sent} {}: {}",
+            signal.item_name(),
+            if server.is_empty() {
+                "(no message)"
+            } else {
+                &server
+            }
+        );
+        if let Some(suppressed) = self.log.allow("partial success") {
+            tracing::warn!(exporter = %self.id, %signal, rejected, suppressed, "{message}");
+        }
+        // The request was taken: the component stays ok; the message is its last error.
+        self.health.report_error(State::Ok, message);
+    }
+}
+
+impl<T: Transport> Exporter for OtlpExporter<T> {
     fn export(&self, payload: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>> {
-        self.send(payload.signal(), payload.to_bytes())
+        let signal = payload.signal();
+        let sent = self.transport.send(signal, payload.to_bytes());
+        let partial = self.partial.clone();
+        Box::pin(async move {
+            if let Some(p) = sent.await? {
+                partial.record(signal, payload.items(), p);
+            }
+            Ok(())
+        })
     }
 }

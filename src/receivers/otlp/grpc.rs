@@ -1,12 +1,13 @@
 //! OTLP/gRPC front-end. Requests are taken as raw bytes (a codec that does not decode)
 //! and validated by the wire scanner, so the hot path allocates one buffer per request.
 
-use super::{Intake, Rejection};
+use super::{inflate, Compression, InflateError, Intake, Rejection, INLINE_INFLATE_MAX};
 use crate::component::Running;
 use crate::component::Signal;
 use crate::service::health::{ComponentHealth, State};
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use http_body::Frame;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
     trace::v1::ExportTraceServiceResponse,
@@ -19,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Status};
+
+/// How rejections name this front-end in the log.
+const VIA: &str = "OTLP/gRPC";
 
 /// Takes requests as bytes and encodes responses with prost.
 pub(crate) struct RawRequestCodec<R>(PhantomData<R>);
@@ -125,7 +129,7 @@ impl<S: OtlpService> UnaryService<Bytes> for Export<S> {
             match intake.accept_encoded(S::SIGNAL, request.into_inner()).await {
                 Ok(()) => Ok(tonic::Response::new(S::Response::default())),
                 Err(r) => {
-                    intake.count(&r);
+                    intake.count(VIA, &r);
                     Err(status_for(r))
                 }
             }
@@ -155,9 +159,9 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcSe
                 .and_then(|p| p.strip_prefix(S::NAME))
                 .is_some_and(|p| p == "/Export");
             if !is_export {
-                let r = Rejection::Invalid(String::new());
-                intake.count(&r);
-                return Ok(Status::unimplemented(format!("unknown method {path}")).into_http());
+                let message = format!("unknown method {path}");
+                intake.count(VIA, &Rejection::Invalid(message.clone()));
+                return Ok(Status::unimplemented(message).into_http());
             }
             let is_grpc = req
                 .headers()
@@ -166,7 +170,10 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcSe
                 .is_some_and(|v| v.starts_with("application/grpc"));
             if !is_grpc {
                 // The gRPC spec: a request that is not application/grpc* gets HTTP 415.
-                intake.count(&Rejection::Invalid(String::new()));
+                intake.count(
+                    VIA,
+                    &Rejection::Invalid("content-type is not application/grpc: HTTP 415".into()),
+                );
                 let mut resp = http::Response::new(tonic::body::Body::empty());
                 *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
                 return Ok(resp);
@@ -178,10 +185,17 @@ impl<S: OtlpService> tower::Service<http::Request<tonic::body::Body>> for GrpcSe
                     .map(|v| v.as_bytes()),
             ) {
                 let r = Rejection::Unauthenticated;
-                intake.count(&r);
+                intake.count(VIA, &r);
                 return Ok(status_for(r).into_http());
             }
             let limit = intake.max_request_size;
+            let req = match inflate_large_message(req, limit).await {
+                Ok(req) => req,
+                Err(r) => {
+                    intake.count(VIA, &r);
+                    return Ok(status_for(r).into_http());
+                }
+            };
             let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
@@ -221,12 +235,106 @@ fn tonic_rejection(
         )),
         Code::Internal => Rejection::Invalid(format!("invalid request: {}", status.message())),
         _ => {
-            intake.count(&Rejection::Invalid(String::new()));
+            let message = format!("{:?}: {}", status.code(), status.message());
+            intake.count(VIA, &Rejection::Invalid(message));
             return resp;
         }
     };
-    intake.count(&r);
+    intake.count(VIA, &r);
     status_for(r).into_http()
+}
+
+fn too_large(limit: usize) -> Rejection {
+    Rejection::TooLarge(format!(
+        "request is larger than max_request_size ({limit} bytes after decompression)"
+    ))
+}
+
+/// tonic inflates a compressed message inside its codec, on the async worker serving the
+/// connection, where inflating tens of megabytes stalls every other request on that
+/// worker. A large compressed message is therefore read and inflated here, on the
+/// blocking pool and never past `limit`, and handed on as an uncompressed frame; small
+/// ones (and anything malformed, which tonic answers as before) pass through untouched.
+async fn inflate_large_message(
+    req: http::Request<tonic::body::Body>,
+    limit: usize,
+) -> Result<http::Request<tonic::body::Body>, Rejection> {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    let compression = match req.headers().get("grpc-encoding").map(|v| v.as_bytes()) {
+        Some(b"gzip") => Compression::Gzip,
+        Some(b"zstd") => Compression::Zstd,
+        _ => return Ok(req),
+    };
+    let (parts, mut body) = req.into_parts();
+    let mut buf = BytesMut::new();
+    let mut prefix: Vec<Result<Frame<Bytes>, Status>> = Vec::new();
+    let mut ended = false;
+    // The message length, once the 5-byte header is in, if it is compressed and large.
+    let large = |buf: &BytesMut| -> Option<Option<usize>> {
+        let header = buf.get(..5)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        Some((header[0] == 1 && len > INLINE_INFLATE_MAX && len <= limit).then_some(len))
+    };
+    let len = loop {
+        if let Some(large) = large(&buf) {
+            match large {
+                Some(len) if buf.len() < 5 + len => {}
+                other => break other,
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => buf.extend_from_slice(&data),
+                Err(trailers) => {
+                    prefix.push(Ok(trailers));
+                    ended = true;
+                    break None;
+                }
+            },
+            Some(Err(e)) => {
+                return Err(Rejection::Invalid(format!(
+                    "reading the request failed: {}",
+                    e.message()
+                )))
+            }
+            None => {
+                ended = true;
+                break None;
+            }
+        }
+    };
+    let mut data = buf.freeze();
+    if let Some(len) = len {
+        let rest = data.split_off(5 + len);
+        let inflated = inflate(compression, data.slice(5..), limit)
+            .await
+            .map_err(|e| match e {
+                InflateError::TooLarge => too_large(limit),
+                InflateError::Invalid(e) => {
+                    Rejection::Invalid(format!("invalid request: Error decompressing: {e}"))
+                }
+            })?;
+        let len = u32::try_from(inflated.len()).map_err(|_| too_large(limit))?;
+        let mut header = BytesMut::with_capacity(5);
+        header.put_u8(0);
+        header.put_u32(len);
+        data = rest;
+        prefix.insert(0, Ok(Frame::data(inflated)));
+        prefix.insert(0, Ok(Frame::data(header.freeze())));
+    }
+    if !data.is_empty() {
+        let at = prefix
+            .iter()
+            .take_while(|f| matches!(f, Ok(f) if f.is_data()))
+            .count();
+        prefix.insert(at, Ok(Frame::data(data)));
+    }
+    let rest = (!ended).then(|| http_body_util::BodyStream::new(body));
+    let stream =
+        futures_util::stream::iter(prefix).chain(futures_util::stream::iter(rest).flatten());
+    let body = tonic::body::Body::new(http_body_util::StreamBody::new(stream));
+    Ok(http::Request::from_parts(parts, body))
 }
 
 pub(super) fn serve(
@@ -258,9 +366,9 @@ pub(super) fn serve(
             .fallback(move |req: http::Request<axum::body::Body>| {
                 let intake = counted.clone();
                 async move {
-                    intake.count(&Rejection::Invalid(String::new()));
-                    Status::unimplemented(format!("unknown service or method {}", req.uri().path()))
-                        .into_http::<axum::body::Body>()
+                    let message = format!("unknown service or method {}", req.uri().path());
+                    intake.count(VIA, &Rejection::Invalid(message.clone()));
+                    Status::unimplemented(message).into_http::<axum::body::Body>()
                 }
             });
     let routes = tonic::service::Routes::from(router);

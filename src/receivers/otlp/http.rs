@@ -2,9 +2,10 @@
 //! JSON bodies, optionally gzip- or zstd-compressed. Errors are answered with a
 //! `google.rpc.Status` in the request's own encoding, as the OTLP spec asks.
 
-use super::{Intake, Rejection};
+use super::{inflate, Compression, InflateError, Intake, Rejection};
 use crate::component::Running;
 use crate::component::Signal;
+use crate::otlp::json;
 use crate::otlp::RpcStatus;
 use crate::pipeline::Payload;
 use crate::service::health::{ComponentHealth, State};
@@ -14,16 +15,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-    trace::v1::ExportTraceServiceRequest,
-};
 use prost::Message;
-use std::io::Read;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// How rejections name this front-end in the log.
+const VIA: &str = "OTLP/HTTP";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -130,22 +128,23 @@ async fn respond(signal: Signal, intake: &Intake, headers: &HeaderMap, body: Bod
     // Authentication first: an unauthenticated client learns nothing else.
     if !intake.authorized(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
         let r = Rejection::Unauthenticated;
-        intake.count(&r);
+        intake.count(VIA, &r);
         return error_for(r, encoding.unwrap_or(Encoding::Json)).into_response();
     }
     let Some(encoding) = encoding else {
-        intake.count(&Rejection::Invalid(String::new()));
+        let message = format!(
+            "unsupported content-type {:?}: send application/x-protobuf or application/json",
+            if media.is_empty() {
+                "(none)"
+            } else {
+                media.as_str()
+            }
+        );
+        intake.count(VIA, &Rejection::Invalid(message.clone()));
         return HttpError {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             grpc_code: tonic::Code::InvalidArgument,
-            message: format!(
-                "unsupported content-type {:?}: send application/x-protobuf or application/json",
-                if media.is_empty() {
-                    "(none)"
-                } else {
-                    media.as_str()
-                }
-            ),
+            message,
             encoding: Encoding::Json,
         }
         .into_response();
@@ -160,7 +159,7 @@ async fn respond(signal: Signal, intake: &Intake, headers: &HeaderMap, body: Bod
             ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
         Err(r) => {
-            intake.count(&r);
+            intake.count(VIA, &r);
             error_for(r, encoding).into_response()
         }
     }
@@ -204,57 +203,56 @@ async fn handle(
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let body = match content_encoding.as_str() {
-        "" | "identity" => raw,
-        "gzip" => decompress(flate2::read::GzDecoder::new(&raw[..]), limit, "gzip")?,
-        "zstd" => {
-            let d = zstd::stream::read::Decoder::new(&raw[..])
-                .map_err(|e| Rejection::Invalid(format!("invalid zstd body: {e}")))?;
-            decompress(d, limit, "zstd")?
-        }
+    let compression = match content_encoding.as_str() {
+        "" | "identity" => None,
+        "gzip" => Some(Compression::Gzip),
+        "zstd" => Some(Compression::Zstd),
         other => {
             return Err(Rejection::Invalid(format!(
                 "unsupported content-encoding {other:?}: send gzip, zstd or no encoding"
             )))
         }
     };
+    let body = match compression {
+        None => raw,
+        Some(c) => inflate(c, raw, limit).await.map_err(|e| match e {
+            InflateError::TooLarge => Rejection::TooLarge(format!(
+                "decompressed request body is larger than max_request_size ({limit} bytes)"
+            )),
+            InflateError::Invalid(e) => {
+                Rejection::Invalid(format!("invalid {content_encoding} body: {e}"))
+            }
+        })?,
+    };
     match encoding {
         Encoding::Protobuf => intake.accept_encoded(signal, body).await,
         Encoding::Json => {
-            let payload = decode_json(signal, &body)?;
+            // Decoding megabytes of JSON takes milliseconds: not on an async worker.
+            let payload = if body.len() <= BLOCKING_JSON_MIN {
+                decode_json(signal, &body)?
+            } else {
+                tokio::task::spawn_blocking(move || decode_json(signal, &body))
+                    .await
+                    .map_err(|e| Rejection::Invalid(format!("decoding failed: {e}")))??
+            };
             intake.accept_decoded(payload).await
         }
     }
 }
 
-fn decompress(mut r: impl Read, limit: usize, what: &str) -> Result<Bytes, Rejection> {
-    let mut out = Vec::new();
-    (&mut r)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Rejection::Invalid(format!("invalid {what} body: {e}")))?;
-    if out.len() > limit {
-        return Err(Rejection::TooLarge(format!(
-            "decompressed request body is larger than max_request_size ({limit} bytes)"
-        )));
-    }
-    Ok(out.into())
-}
+/// JSON bodies larger than this are decoded on the blocking pool.
+const BLOCKING_JSON_MIN: usize = 64 * 1024;
 
+/// Non-finite doubles are accepted as the proto3 JSON strings `"NaN"`, `"Infinity"`
+/// and `"-Infinity"` (see [`crate::otlp::json`]).
 fn decode_json(signal: Signal, body: &[u8]) -> Result<Payload, Rejection> {
     let bad = |e: serde_json::Error| {
         Rejection::Invalid(format!("invalid OTLP/JSON {signal} request: {e}"))
     };
     Ok(match signal {
-        Signal::Traces => {
-            Payload::Traces(serde_json::from_slice::<ExportTraceServiceRequest>(body).map_err(bad)?)
-        }
-        Signal::Metrics => Payload::Metrics(
-            serde_json::from_slice::<ExportMetricsServiceRequest>(body).map_err(bad)?,
-        ),
-        Signal::Logs => {
-            Payload::Logs(serde_json::from_slice::<ExportLogsServiceRequest>(body).map_err(bad)?)
-        }
+        Signal::Traces => Payload::Traces(json::from_slice(body).map_err(bad)?),
+        Signal::Metrics => Payload::Metrics(json::from_slice(body).map_err(bad)?),
+        Signal::Logs => Payload::Logs(json::from_slice(body).map_err(bad)?),
     })
 }
 
@@ -265,7 +263,11 @@ async fn unknown_path(
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> Response {
-    intake.count(&Rejection::Invalid(String::new()));
+    let message = format!(
+        "{method} {} is not an OTLP endpoint: POST /v1/traces, /v1/metrics or /v1/logs",
+        uri.path()
+    );
+    intake.count(VIA, &Rejection::Invalid(message.clone()));
     let status = if matches!(uri.path(), "/v1/traces" | "/v1/metrics" | "/v1/logs") {
         StatusCode::METHOD_NOT_ALLOWED
     } else {
@@ -274,10 +276,7 @@ async fn unknown_path(
     HttpError {
         status,
         grpc_code: tonic::Code::Unimplemented,
-        message: format!(
-            "{method} {} is not an OTLP endpoint: POST /v1/traces, /v1/metrics or /v1/logs",
-            uri.path()
-        ),
+        message,
         encoding: Encoding::Json,
     }
     .into_response()

@@ -1,9 +1,12 @@
 //! `otlp`: OTLP over gRPC (traces, metrics and logs services; gzip and zstd) and over
-//! HTTP (`/v1/traces|metrics|logs`, protobuf or JSON bodies, gzip).
+//! HTTP (`/v1/traces|metrics|logs`, protobuf or JSON bodies, gzip and zstd).
 //!
 //! Protobuf requests are validated by the wire scanner and passed on still encoded;
 //! JSON requests are decoded. A full pipeline is answered with a retryable status
 //! (gRPC `UNAVAILABLE`, HTTP 503 + `Retry-After`) so SDKs retry rather than lose data.
+//! Rejected requests are counted by reason and logged, at most once per reason per 10 s.
+//! Work that takes milliseconds on a big request (inflating, validating, decoding JSON)
+//! runs on the blocking pool, so one bulk upload cannot stall every other connection.
 
 mod grpc;
 mod http;
@@ -12,11 +15,13 @@ use crate::component::{BuildContext, BuildError, ReceiverConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{Outputs, Receiver, Running};
 use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Secret, Source};
+use crate::otlp::log_limit::LogLimiter;
 use crate::pipeline::{Ack, Batch, Delivery, Payload, Refused};
 use crate::service::health::ComponentHealth;
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +137,10 @@ pub(crate) struct Intake {
     bad_requests: Counter,
     unauthorized: Counter,
     too_large: Counter,
+    id: ComponentId,
+    /// A warning per rejection reason at most every 10 s, so a broken client shows up in
+    /// the log at the default level without flooding it.
+    rejections_log: LogLimiter,
 }
 
 /// Why a request was not taken, mapped to a status by each protocol.
@@ -162,8 +171,16 @@ impl Rejection {
     pub(crate) fn into_message(self) -> String {
         match self {
             Rejection::Invalid(m) | Rejection::TooLarge(m) => m,
+            other => other.message().into_owned(),
+        }
+    }
+
+    /// The same, borrowed: for the log line of a rejection.
+    pub(crate) fn message(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Rejection::Invalid(m) | Rejection::TooLarge(m) => m.as_str().into(),
             Rejection::Unauthenticated => "missing or wrong bearer token".into(),
-            Rejection::NotConfigured(s) => format!("this receiver feeds no {s} pipeline"),
+            Rejection::NotConfigured(s) => format!("this receiver feeds no {s} pipeline").into(),
             Rejection::Refused(Refused::Full) => "the pipeline is full; retry with backoff".into(),
             Rejection::Refused(Refused::ShuttingDown) => {
                 "the collector is shutting down; retry elsewhere or later".into()
@@ -191,19 +208,40 @@ impl Intake {
                 == 0
     }
 
-    pub(crate) fn count(&self, r: &Rejection) {
-        match r {
+    /// Counts a rejected request and warns about it (rate-limited). `via` names the
+    /// protocol. The message never holds the token: an unauthorized request is told only
+    /// that its token is missing or wrong.
+    pub(crate) fn count(&self, via: &str, r: &Rejection) {
+        let reason = match r {
             Rejection::Invalid(_) | Rejection::NotConfigured(_) => {
                 self.bad_requests.inc();
+                "bad request"
             }
             Rejection::TooLarge(_) => {
                 self.too_large.inc();
+                "too large"
             }
             Rejection::Unauthenticated => {
                 self.unauthorized.inc();
+                "unauthorized"
             }
-            Rejection::Refused(_) | Rejection::NotDelivered => {}
+            Rejection::Refused(_) | Rejection::NotDelivered => return,
         };
+        if let Some(suppressed) = self.rejections_log.allow(reason) {
+            let message = r.message();
+            let message: String = message.chars().take(300).collect();
+            tracing::warn!(
+                receiver = %self.id,
+                reason,
+                suppressed,
+                "rejected an {via} request ({reason}): {message}{}",
+                if suppressed > 0 {
+                    format!(" ({suppressed} more like it in the last 10s not logged)")
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
 
     /// Validates encoded protobuf and hands it to the pipelines.
@@ -216,8 +254,18 @@ impl Intake {
         self.outputs
             .get(signal)
             .ok_or(Rejection::NotConfigured(signal))?;
-        let payload =
-            Payload::from_encoded(signal, body).map_err(|e| Rejection::Invalid(e.to_string()))?;
+        let len = body.len();
+        let scan = move || {
+            Payload::from_encoded(signal, body).map_err(|e| Rejection::Invalid(e.to_string()))
+        };
+        // Scanning runs at about 1 GB/s: past a few milliseconds' worth, off the workers.
+        let payload = if len <= BLOCKING_SCAN_MIN {
+            scan()?
+        } else {
+            tokio::task::spawn_blocking(scan)
+                .await
+                .map_err(|e| Rejection::Invalid(format!("validating failed: {e}")))??
+        };
         self.accept_decoded(payload).await
     }
 
@@ -269,6 +317,8 @@ impl Receiver for OtlpReceiver {
                 bad_requests: health.counter("bad_requests", "Requests rejected as malformed (bad protobuf or JSON, wrong content type, bad compression)", &[]),
                 unauthorized: health.counter("unauthorized_requests", "Requests rejected for a missing or wrong bearer token", &[]),
                 too_large: health.counter("too_large_requests", "Requests rejected for exceeding max_request_size", &[]),
+                id: id.clone(),
+                rejections_log: LogLimiter::new(Duration::from_secs(10)),
             });
             let mut servers: Vec<Running> = Vec::new();
             if let Some(addr) = cfg.grpc {
@@ -311,5 +361,125 @@ impl Receiver for OtlpReceiver {
             });
             Ok(run)
         })
+    }
+}
+
+/// Encoded requests larger than this are validated on the blocking pool.
+const BLOCKING_SCAN_MIN: usize = 4 * 1024 * 1024;
+
+/// Bodies compressed larger than this are inflated on the blocking pool: inflating
+/// 50 MB takes long enough to stall every other connection served by the same worker.
+const INLINE_INFLATE_MAX: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// Inflates `compressed`, never holding more than `limit` bytes of output: a zip bomb
+/// is refused as too large once the limit is passed, without inflating the rest. Big
+/// bodies are inflated off the async workers.
+pub(crate) async fn inflate(
+    compression: Compression,
+    compressed: bytes::Bytes,
+    limit: usize,
+) -> Result<bytes::Bytes, InflateError> {
+    if compressed.len() <= INLINE_INFLATE_MAX {
+        return inflate_bounded(compression, &compressed, limit);
+    }
+    tokio::task::spawn_blocking(move || inflate_bounded(compression, &compressed, limit))
+        .await
+        .unwrap_or_else(|e| Err(InflateError::Invalid(format!("inflating failed: {e}"))))
+}
+
+#[derive(Debug)]
+pub(crate) enum InflateError {
+    /// The inflated body would be larger than the limit.
+    TooLarge,
+    Invalid(String),
+}
+
+fn inflate_bounded(
+    compression: Compression,
+    compressed: &[u8],
+    limit: usize,
+) -> Result<bytes::Bytes, InflateError> {
+    let invalid = |e: std::io::Error| InflateError::Invalid(e.to_string());
+    match compression {
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(compressed), limit),
+        Compression::Zstd => read_bounded(
+            zstd::stream::read::Decoder::with_buffer(compressed).map_err(invalid)?,
+            limit,
+        ),
+    }
+}
+
+/// Reads all of `r` into a buffer whose capacity never exceeds `limit`, unlike
+/// `read_to_end`, whose doubling could reserve up to twice the limit.
+fn read_bounded(mut r: impl Read, limit: usize) -> Result<bytes::Bytes, InflateError> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(out.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InflateError::Invalid(e.to_string())),
+        };
+        if out.len() + n > limit {
+            return Err(InflateError::TooLarge);
+        }
+        if out.capacity() - out.len() < n {
+            let target = (out.capacity() * 2).max(out.len() + n).min(limit);
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod inflate_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn inflates_up_to_the_limit_and_never_holds_more() {
+        let data = vec![7u8; 300_000];
+        let z = gzip(&data);
+        assert_eq!(
+            inflate_bounded(Compression::Gzip, &z, 300_000).unwrap(),
+            data
+        );
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        assert_eq!(
+            inflate_bounded(Compression::Zstd, &zs, 300_000).unwrap(),
+            data
+        );
+        assert!(matches!(
+            inflate_bounded(Compression::Gzip, &z, 299_999),
+            Err(InflateError::TooLarge)
+        ));
+        // A 1 GiB bomb against a 1 MiB limit: refused after inflating about the limit.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(matches!(
+            inflate_bounded(Compression::Gzip, &bomb, 1 << 20),
+            Err(InflateError::TooLarge)
+        ));
+        assert!(matches!(
+            inflate_bounded(Compression::Gzip, &z[..z.len() / 2], 1 << 20),
+            Err(InflateError::Invalid(_))
+        ));
     }
 }
