@@ -227,9 +227,11 @@ pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Every line of a file exporter's output, parsed.
+/// Every complete line of a file exporter's output, parsed. A last line without its
+/// newline is still being written (the test polls while the collector runs): left out.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
