@@ -9,13 +9,17 @@
 //! suffixes = { ".ratio" = ".pct", "_ratio" = "_pct" }   # the default renames
 //! ```
 //!
+//! Globs (the `glob` crate's patterns): `*` is any run of characters, dots included,
+//! `?` one character, `[abc]` / `[!abc]` a class; matching is case-sensitive.
+//!
 //! A metric whose name matches a glob has every value multiplied by 100 (gauge and sum
 //! points, histogram sums, min, max and bucket bounds, summary sums and quantile values),
 //! its name's suffix renamed (the longest configured suffix that matches), its unit set
 //! to `%`, and the marker `tradewatch.converted = "ratio_to_percent"` added to its
 //! `metadata`. A listed attribute key with an int or double value is multiplied by 100
 //! on the points of every metric and renamed by the same suffixes; the keys converted
-//! are recorded in the metric's metadata as `tradewatch.converted.attributes` (a list).
+//! (old and new names) are recorded in the metric's metadata as
+//! `tradewatch.converted.attributes` (a list of strings).
 //!
 //! **Converted once.** The markers live in `Metric.metadata`, which OTLP carries (gRPC,
 //! HTTP protobuf and JSON), so data converted by one tradewatch and forwarded to another
@@ -140,25 +144,15 @@ fn parse_rules(src: &Source, id: &ComponentId) -> Result<Rules, ConfigError> {
         for (i, g) in list.into_iter().enumerate() {
             let span = g.span();
             let g = g.into_inner();
+            let err =
+                |message| src.error_span_key(span.clone(), key(format!("metrics[{i}]")), message);
+            if g.is_empty() {
+                return Err(err(
+                    "empty glob: name metrics, e.g. \"freqtrade.*.ratio\"".into()
+                ));
+            }
             let pattern = glob::Pattern::new(&g)
-                .map_err(|e| {
-                    src.error_span_key(
-                        span.clone(),
-                        key(format!("metrics[{i}]")),
-                        format!("bad glob {g:?}: {} at character {}", e.msg, e.pos),
-                    )
-                })
-                .and_then(|p| {
-                    if g.is_empty() {
-                        Err(src.error_span_key(
-                            span,
-                            key(format!("metrics[{i}]")),
-                            "empty glob: name metrics, e.g. \"freqtrade.*.ratio\"".into(),
-                        ))
-                    } else {
-                        Ok(p)
-                    }
-                })?;
+                .map_err(|e| err(format!("bad glob {g:?}: {} at character {}", e.msg, e.pos)))?;
             metrics.push(pattern);
         }
     }
@@ -336,14 +330,19 @@ fn convert_metric(rules: &Rules, m: &mut Metric, done: &mut Converted) {
             values = false;
         }
     }
-    let mut converted_keys: Vec<&str> = Vec::new();
+    // The keys converted, under their old and new names: a later instance listing
+    // either finds it done.
+    let mut converted_keys: Vec<String> = Vec::new();
     for_each_point(m.data.as_mut(), |mut p| {
         if values && p.scale(FACTOR) {
             done.points += 1;
         }
         for key in &keys {
-            if scale_attribute(rules, p.attributes_mut(), key) && !converted_keys.contains(key) {
-                converted_keys.push(key);
+            if scale_attribute(rules, p.attributes_mut(), key)
+                && !converted_keys.iter().any(|k| k == key)
+            {
+                converted_keys.push((*key).to_owned());
+                converted_keys.extend(rules.renamed(key));
             }
         }
     });
@@ -357,11 +356,10 @@ fn convert_metric(rules: &Rules, m: &mut Metric, done: &mut Converted) {
     }
     if !converted_keys.is_empty() {
         let all: Vec<AnyValue> = done_keys
-            .iter()
-            .map(String::as_str)
+            .into_iter()
             .chain(converted_keys)
             .map(|k| AnyValue {
-                value: Some(any_value::Value::StringValue(k.to_owned())),
+                value: Some(any_value::Value::StringValue(k)),
             })
             .collect();
         set_attr(
