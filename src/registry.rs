@@ -15,6 +15,10 @@ pub fn builtin() -> Registry {
         processors: vec![
             ("batch", crate::processors::batch::parse),
             ("resource", crate::processors::resource::parse),
+            (
+                "ratio_to_percent",
+                crate::processors::ratio_to_percent::parse,
+            ),
         ],
         exporters: vec![
             ("otlp", crate::exporters::otlp::parse),
