@@ -551,3 +551,113 @@ interval = "500ms"
         assert!(!text.contains("eyJ"), "a token leaked");
     }
 }
+
+/// The receiver built in-process (as the topology does) with the fake bots: its
+/// control handle, under the receiver's id.
+fn control_handle(
+    receivers: &str,
+    id: &str,
+    dir: &std::path::Path,
+) -> (
+    Arc<tradewatch::receivers::freqtrade::BotControlHandle>,
+    Box<dyn tradewatch::component::Receiver>,
+) {
+    use tradewatch::component::{BuildContext, ComponentId, Kind};
+    use tradewatch::pipeline::alerts::AlertSink;
+    use tradewatch::receivers::freqtrade::BotControlHandle;
+    let src =
+        tradewatch::config::Source::from_text("test.toml".to_owned(), receivers, &|k: &str| {
+            (k == "FT_PASS").then(|| PASSWORD.to_owned())
+        })
+        .unwrap();
+    let cid = ComponentId::parse(id).unwrap();
+    let rc = tradewatch::receivers::freqtrade::parse(&src, &cid).unwrap();
+    let telemetry = tradewatch::service::health::Telemetry::new();
+    let (alerts, rx) = AlertSink::new(8, Default::default());
+    let ctx = BuildContext {
+        id: cid.clone(),
+        health: telemetry.component(Kind::Receiver, &cid, true),
+        telemetry: telemetry.clone(),
+        state: tradewatch::state::StateDir::new(dir, "receiver", id),
+        controls: Default::default(),
+        shared_state: Default::default(),
+        alerts,
+        alert_queue: Arc::new(Mutex::new(Some(rx))),
+        shutdown: Default::default(),
+        memory: tradewatch::pipeline::memory::MemoryBudget::unlimited(),
+    };
+    let receiver = rc.build(&ctx).unwrap();
+    let handle = ctx
+        .controls
+        .get::<BotControlHandle>(id)
+        .expect("the receiver offers its control handle under its id");
+    (handle, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_actions_reach_the_bot_and_failures_are_readable() {
+    let new = Fake::start(Mode::Ok);
+    let old = Fake::start(Mode::Ok);
+    old.state().no_pause = true;
+    let down_port = free_port();
+    let receivers = format!(
+        r#"
+[receivers."freqtrade/fleet"]
+username = "{USER}"
+password = "${{FT_PASS}}"
+interval = "200ms"
+timeout = "1s"
+[[receivers."freqtrade/fleet".bots]]
+bot = "new"
+url = "{}"
+[[receivers."freqtrade/fleet".bots]]
+bot = "old"
+url = "{}"
+[[receivers."freqtrade/fleet".bots]]
+bot = "down"
+url = "http://127.0.0.1:{down_port}"
+"#,
+        new.url(),
+        old.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (h, receiver) = control_handle(&receivers, "freqtrade/fleet", dir.path());
+    let ctl = &h.0;
+    assert_eq!(ctl.bots(), ["down", "new", "old"]);
+
+    // pause: /pause on a current bot, /stopentry on one older than 2025.4.
+    assert!(ctl.pause("new").await.unwrap().starts_with("paused"));
+    assert!(ctl.pause("old").await.unwrap().starts_with("paused"));
+    let posts = |f: &Fake| -> Vec<String> { f.state().posts.iter().map(|p| p.0.clone()).collect() };
+    assert_eq!(posts(&new), ["pause"]);
+    assert_eq!(posts(&old), ["stopentry"]);
+    ctl.stop_entry("new").await.unwrap();
+    assert_eq!(ctl.stop("new").await.unwrap(), "stopping trader ...");
+    assert_eq!(ctl.start("new").await.unwrap(), "starting trader ...");
+    assert_eq!(
+        ctl.force_exit("new", 6).await.unwrap(),
+        "Created exit order for trade 6."
+    );
+    assert_eq!(
+        posts(&new),
+        ["pause", "stopentry", "stop", "start", "forceexit"]
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&new.state().posts.last().unwrap().1).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"tradeid": "6", "ordertype": "market"})
+    );
+    let err = ctl.pause("nope").await.unwrap_err().to_string();
+    assert!(err.contains("no bot named \"nope\""), "{err}");
+    let err = ctl.stop("down").await.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot connect") && !err.contains(PASSWORD),
+        "{err}"
+    );
+
+    // Nothing polled yet; the receiver's own unit tests watch the count grow.
+    assert_eq!(ctl.consecutive_failures("down"), Some(0));
+    assert_eq!(ctl.consecutive_failures("nope"), None);
+    drop(receiver);
+}
