@@ -156,7 +156,7 @@ impl Fake {
         String::from_utf8_lossy(&raw) == format!("{USER}:{}", self.state().password)
     }
 
-    fn bearer<'h>(headers: &'h HeaderMap) -> Option<&'h str> {
+    fn bearer(headers: &HeaderMap) -> Option<&str> {
         headers
             .get("authorization")?
             .to_str()
@@ -512,6 +512,8 @@ interval = "500ms"
         let v = bot_values(&c, "freqtrade.up", "jwt");
         v.len() >= ups + 2 && v.iter().all(|u| *u == 1.0)
     });
+    // One login for the whole poll, though its calls all met the 401.
+    assert_eq!(jwt.state().logins, 2);
     assert_eq!(jwt.state().basic_calls, 0);
 
     // Basic: credentials on every call, no tokens.
