@@ -11,6 +11,7 @@ pub fn builtin() -> Registry {
         receivers: vec![
             ("otlp", crate::receivers::otlp::parse),
             ("alerts", crate::receivers::alerts::parse),
+            ("freqtrade", crate::receivers::freqtrade::parse),
         ],
         processors: vec![
             ("batch", crate::processors::batch::parse),
