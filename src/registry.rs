@@ -11,10 +11,15 @@ pub fn builtin() -> Registry {
         receivers: vec![
             ("otlp", crate::receivers::otlp::parse),
             ("alerts", crate::receivers::alerts::parse),
+            ("freqtrade", crate::receivers::freqtrade::parse),
         ],
         processors: vec![
             ("batch", crate::processors::batch::parse),
             ("resource", crate::processors::resource::parse),
+            (
+                "ratio_to_percent",
+                crate::processors::ratio_to_percent::parse,
+            ),
         ],
         exporters: vec![
             ("otlp", crate::exporters::otlp::parse),

@@ -2,4 +2,5 @@
 //! [`crate::component::Processor`]; `crate::registry` lists them.
 
 pub mod batch;
+pub mod ratio_to_percent;
 pub mod resource;

@@ -2,4 +2,5 @@
 //! [`crate::component::Receiver`]; `crate::registry` lists them.
 
 pub mod alerts;
+pub mod freqtrade;
 pub mod otlp;

@@ -1,0 +1,634 @@
+//! `freqtrade`: polls one or many Freqtrade bots' REST API and turns what they report into
+//! metrics (see [`metrics`]), and offers the same clients to other components as a
+//! [`BotControlHandle`] (pause, stop entries, stop, start, force exit, and each bot's
+//! consecutive poll failures, for a risk processor that fails closed).
+//!
+//! Each bot is polled by its own task on its own timer (start times spread over the
+//! interval), a semaphore bounding how many polls run at once. A poll reads ping,
+//! show_config, profit, status, balance and count; any failure fails the poll: the bot's
+//! `freqtrade.up` is 0, its consecutive failures grow, the reason is counted, and the
+//! other bots go on. The receiver is `ok` while every bot answers, `degraded` while some
+//! don't, and `failed` while none does (a critical receiver then makes the service
+//! UNHEALTHY; `critical = false` keeps it DEGRADED).
+
+pub mod client;
+pub mod metrics;
+pub mod models;
+
+use crate::component::{
+    BuildContext, BuildError, ComponentId, Kind, Outputs, Receiver, ReceiverConfig, Running, Signal,
+};
+use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
+use crate::otlp::Timestamp;
+use crate::pipeline::{Batch, Consumer, Payload, Refused};
+use crate::service::health::{ComponentHealth, State};
+use client::{ApiError, Auth, Client};
+use futures_util::future::BoxFuture;
+use models::{Balance, Count, Profit, ShowConfig, Snapshot, Trade};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+/// `[receivers."freqtrade/NAME"]`: one bot from the top-level keys, or a fleet in `bots`
+/// whose entries fall back to the top-level `username`, `password`, `auth`, `timeout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreqtradeConfig {
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<Secret>,
+    bot: Option<String>,
+    auth: Option<Auth>,
+    timeout: Option<HumanDuration>,
+    #[serde(default = "default_interval")]
+    interval: HumanDuration,
+    #[serde(default = "default_concurrency")]
+    max_concurrent_polls: usize,
+    #[serde(default)]
+    bots: Vec<BotEntry>,
+    /// Filled by [`parse`]: the checked bots.
+    #[serde(skip)]
+    resolved: Vec<BotSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BotEntry {
+    url: String,
+    bot: String,
+    username: Option<String>,
+    password: Option<Secret>,
+    auth: Option<Auth>,
+    timeout: Option<HumanDuration>,
+}
+
+/// One bot, every key known.
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    pub name: String,
+    pub url: String,
+    pub username: String,
+    pub password: Secret,
+    pub auth: Auth,
+    pub timeout: Duration,
+}
+
+pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, ConfigError> {
+    let mut c: FreqtradeConfig = component_config(src, Kind::Receiver, id)?;
+    let err = |keys: &[&str], msg: &str| src.component_error(Kind::Receiver, id, keys, msg.into());
+    if c.interval.get().is_zero() {
+        return Err(err(&["interval"], "interval must be more than 0"));
+    }
+    if c.max_concurrent_polls == 0 {
+        return Err(err(
+            &["max_concurrent_polls"],
+            "max_concurrent_polls must be at least 1",
+        ));
+    }
+    let timeout = c.timeout.unwrap_or_else(default_timeout).get();
+    let auth = c.auth.unwrap_or(Auth::Jwt);
+    let entries = if c.bots.is_empty() {
+        let Some(url) = c.url.clone() else {
+            return Err(err(
+                &[],
+                "give the bot's API root in url (or a list of bots in [[...bots]])",
+            ));
+        };
+        let name = c.bot.clone().unwrap_or_else(|| {
+            id.as_str()
+                .split_once('/')
+                .map(|(_, n)| n.to_owned())
+                .unwrap_or_else(|| "default".into())
+        });
+        vec![BotEntry {
+            url,
+            bot: name,
+            username: None,
+            password: None,
+            auth: None,
+            timeout: None,
+        }]
+    } else {
+        if c.url.is_some() || c.bot.is_some() {
+            return Err(err(
+                &["bots"],
+                "with a list of bots, write url and bot in each entry, not in the table",
+            ));
+        }
+        c.bots.clone()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        let at = |k: &str| -> Vec<String> {
+            if c.bots.is_empty() {
+                vec![k.to_owned()]
+            } else {
+                vec!["bots".into(), i.to_string(), k.to_owned()]
+            }
+        };
+        let keys = |k: &str| at(k);
+        let bad = |k: &str, msg: &str| {
+            let ks = keys(k);
+            let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
+            err(&ks, msg)
+        };
+        if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+            return Err(bad("url", "url must start with http:// or https://"));
+        }
+        if !seen.insert(e.bot.clone()) {
+            return Err(bad("bot", "two bots have the same name"));
+        }
+        let username = e
+            .username
+            .or_else(|| c.username.clone())
+            .unwrap_or_default();
+        let password = e
+            .password
+            .or_else(|| c.password.clone())
+            .unwrap_or_default();
+        if username.is_empty() || password.is_empty() {
+            return Err(bad(
+                "username",
+                "username and password are required (set them from the environment: \"${FT_USER}\", \"${FT_PASS}\")",
+            ));
+        }
+        c.resolved.push(BotSettings {
+            name: e.bot,
+            url: e.url,
+            username,
+            password,
+            auth: e.auth.unwrap_or(auth),
+            timeout: e.timeout.map(HumanDuration::get).unwrap_or(timeout),
+        });
+    }
+    Ok(Arc::new(c))
+}
+
+impl FreqtradeConfig {
+    pub fn bots(&self) -> &[BotSettings] {
+        &self.resolved
+    }
+}
+
+impl ReceiverConfig for FreqtradeConfig {
+    fn signals(&self) -> Vec<Signal> {
+        vec![Signal::Metrics]
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(2)
+            .build()
+            .map_err(|e| BuildError::new(&ctx.id, format!("HTTP client: {e}")))?;
+        let bots: Vec<Arc<Bot>> = self
+            .resolved
+            .iter()
+            .map(|s| {
+                let labels = [("bot", s.name.as_str())];
+                Arc::new(Bot {
+                    client: Client::new(
+                        http.clone(),
+                        &s.url,
+                        s.username.clone(),
+                        s.password.clone(),
+                        s.auth,
+                        s.timeout,
+                    ),
+                    name: s.name.clone(),
+                    status: Mutex::new(BotStatus::default()),
+                    polls: ctx
+                        .health
+                        .counter("polls", "Polls of a Freqtrade bot", &labels),
+                    up: ctx
+                        .health
+                        .gauge("bot_up", "1 when the bot's last poll succeeded", &labels),
+                    failures_gauge: ctx.health.gauge(
+                        "consecutive_failures",
+                        "Polls of the bot failed in a row",
+                        &labels,
+                    ),
+                })
+            })
+            .collect();
+        let control = Arc::new(FleetControl {
+            bots: bots.iter().map(|b| (b.name.clone(), b.clone())).collect(),
+        });
+        ctx.controls
+            .provide(ctx.id.as_str(), Arc::new(BotControlHandle(control)));
+        Ok(Box::new(FreqtradeReceiver {
+            id: ctx.id.clone(),
+            health: ctx.health.clone(),
+            bots,
+            interval: self.interval.get(),
+            concurrency: self.max_concurrent_polls,
+        }))
+    }
+}
+
+#[derive(Default)]
+struct BotStatus {
+    consecutive_failures: u32,
+    last_success: Option<SystemTime>,
+    last_latency: Option<Duration>,
+    last_error: Option<String>,
+    strategy: Option<String>,
+    exchange: Option<String>,
+    version: Option<String>,
+}
+
+struct Bot {
+    name: String,
+    client: Client,
+    status: Mutex<BotStatus>,
+    polls: prometheus_client::metrics::counter::Counter,
+    up: prometheus_client::metrics::gauge::Gauge,
+    failures_gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Bot {
+    fn status(&self) -> std::sync::MutexGuard<'_, BotStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads everything one poll needs. `/count` answers 502 while the bot is stopped,
+    /// which is no failure: the open trades still come from `/status`.
+    async fn read(&self) -> Result<Snapshot, ApiError> {
+        let c = &self.client;
+        c.ping().await?;
+        let config: ShowConfig = c.get("show_config").await?;
+        let (profit, trades, balance, count) = tokio::try_join!(
+            c.get::<Profit>("profit"),
+            c.get::<Vec<Trade>>("status"),
+            c.get::<Balance>("balance"),
+            async {
+                match c.get::<Count>("count").await {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e)
+                        if e.status() == Some(502)
+                            && config.state.as_deref() != Some("running") =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            },
+        )?;
+        Ok(Snapshot {
+            config,
+            profit,
+            trades,
+            balance,
+            count,
+        })
+    }
+}
+
+struct FreqtradeReceiver {
+    id: ComponentId,
+    health: Arc<ComponentHealth>,
+    bots: Vec<Arc<Bot>>,
+    interval: Duration,
+    concurrency: usize,
+}
+
+/// What every bot task shares.
+struct Shared {
+    health: Arc<ComponentHealth>,
+    bots: Vec<Arc<Bot>>,
+    consumer: Consumer,
+    permits: Semaphore,
+}
+
+impl Receiver for FreqtradeReceiver {
+    fn start(
+        self: Box<Self>,
+        outputs: Outputs,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<Running, BuildError>> {
+        let FreqtradeReceiver {
+            id,
+            health,
+            bots,
+            interval,
+            concurrency,
+        } = *self;
+        Box::pin(async move {
+            let Some(consumer) = outputs.get(Signal::Metrics).cloned() else {
+                return Err(BuildError::new(
+                    &id,
+                    "no metrics pipeline takes from this receiver",
+                ));
+            };
+            let shared = Arc::new(Shared {
+                health,
+                bots: bots.clone(),
+                consumer,
+                permits: Semaphore::new(concurrency),
+            });
+            shared.update_health();
+            let run: Running = Box::pin(async move {
+                let n = bots.len() as u32;
+                let mut tasks = tokio::task::JoinSet::new();
+                for (i, bot) in bots.into_iter().enumerate() {
+                    // Spread the bots' first polls over the interval, so that a fleet
+                    // is not polled in one burst.
+                    let offset = interval / n * i as u32;
+                    tasks.spawn(poll_loop(
+                        shared.clone(),
+                        bot,
+                        interval,
+                        offset,
+                        shutdown.clone(),
+                    ));
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+            Ok(run)
+        })
+    }
+}
+
+async fn poll_loop(
+    shared: Arc<Shared>,
+    bot: Arc<Bot>,
+    interval: Duration,
+    offset: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + offset, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let poll = async {
+            let _permit = shared.permits.acquire().await;
+            poll_once(&shared, &bot).await
+        };
+        let req = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = poll => r,
+        };
+        deliver(&shared.consumer, req, &shutdown).await;
+    }
+}
+
+/// Polls one bot, records the outcome in its status and the receiver's health, and
+/// returns the metrics to send.
+async fn poll_once(
+    shared: &Shared,
+    bot: &Bot,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    let started = Instant::now();
+    let result = bot.read().await;
+    let latency = started.elapsed();
+    bot.polls.inc();
+    let (failures, strategy, exchange, version) = {
+        let mut st = bot.status();
+        st.last_latency = Some(latency);
+        match &result {
+            Ok(snap) => {
+                st.consecutive_failures = 0;
+                st.last_success = Some(SystemTime::now());
+                st.strategy = snap.config.strategy.clone();
+                st.exchange = snap.config.exchange.clone();
+                st.version = snap.config.version.clone();
+            }
+            Err(e) => {
+                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                st.last_error = Some(e.to_string());
+            }
+        }
+        (
+            st.consecutive_failures,
+            st.strategy.clone(),
+            st.exchange.clone(),
+            st.version.clone(),
+        )
+    };
+    bot.up.set(i64::from(result.is_ok()));
+    bot.failures_gauge.set(i64::from(failures));
+    if let Err(e) = &result {
+        shared
+            .health
+            .counter(
+                "poll_failures",
+                "Failed polls of a Freqtrade bot, by reason",
+                &[("bot", &bot.name), ("reason", &e.reason())],
+            )
+            .inc();
+        tracing::warn!(bot = %bot.name, error = %e, consecutive_failures = failures, "freqtrade poll failed");
+    }
+    shared.update_health();
+    metrics::build(
+        &metrics::PollOutcome {
+            bot: &bot.name,
+            snapshot: result.as_ref().ok(),
+            strategy: strategy.as_deref(),
+            exchange: exchange.as_deref(),
+            version: version.as_deref(),
+            consecutive_failures: failures,
+            latency_seconds: latency.as_secs_f64(),
+        },
+        Timestamp::now(),
+    )
+}
+
+impl Shared {
+    /// `ok` while every bot answers, `degraded` while some fail, `failed` while all do;
+    /// the detail lists each bot.
+    fn update_health(&self) {
+        let mut lines = Vec::with_capacity(self.bots.len());
+        let mut down: Vec<String> = Vec::new();
+        for b in &self.bots {
+            let st = b.status();
+            let last = st
+                .last_success
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                .unwrap_or_else(|| "never".into());
+            let latency = st
+                .last_latency
+                .map(|d| format!("{}ms", d.as_millis()))
+                .unwrap_or_else(|| "-".into());
+            let mut line = format!(
+                "{}: last_success={last} latency={latency} consecutive_failures={}",
+                b.name, st.consecutive_failures
+            );
+            if let Some(e) = &st.last_error {
+                line.push_str(&format!(" last_error=\"{e}\""));
+            }
+            if st.consecutive_failures > 0 {
+                down.push(format!(
+                    "bot {}: {}",
+                    b.name,
+                    st.last_error.as_deref().unwrap_or("failing")
+                ));
+            }
+            lines.push(line);
+        }
+        self.health.set_detail(Some(lines.join("; ")));
+        if down.is_empty() {
+            self.health.report_ok();
+        } else {
+            let state = if down.len() == self.bots.len() {
+                State::Failed
+            } else {
+                State::Degraded
+            };
+            self.health.report_error(state, down.join("; "));
+        }
+    }
+}
+
+/// Puts one poll's metrics into the pipelines, waiting for room (internal data has no
+/// client to retry for it); a poll's data is dropped when the service shuts down.
+async fn deliver(
+    consumer: &Consumer,
+    req: opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    shutdown: &CancellationToken,
+) {
+    let payload = Payload::Metrics(req);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match consumer.consume(Batch::new(payload.clone())).await {
+            Ok(()) | Err(Refused::ShuttingDown) => return,
+            Err(Refused::Full) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Control
+
+/// Why a control action failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    #[error("no bot named {0:?} in this receiver")]
+    UnknownBot(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// The actions a risk processor takes on a bot, and the health it decides on. Every
+/// action returns the bot's own message (`"paused, no more entries will occur ..."`).
+pub trait BotControl: Send + Sync {
+    /// The bots this handle controls.
+    fn bots(&self) -> Vec<String>;
+    /// No new entries; open trades are still managed. Bots older than 2025.4 have no
+    /// `/pause` and get `/stopentry`, which does the same.
+    fn pause<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>>;
+    /// `/stopentry` (the older name of pause).
+    fn stop_entry<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>>;
+    /// Stops the bot's loop.
+    fn stop<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>>;
+    /// Resumes a paused or stopped bot.
+    fn start<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>>;
+    /// Exits one open trade at market.
+    fn force_exit<'a>(
+        &'a self,
+        bot: &'a str,
+        trade_id: u64,
+    ) -> BoxFuture<'a, Result<String, ControlError>>;
+    /// Polls of the bot failed in a row (0 after a success); `None` for an unknown bot.
+    fn consecutive_failures(&self, bot: &str) -> Option<u32>;
+}
+
+/// What the receiver offers through `ctx.controls`, under its own id:
+/// `ctx.controls.get::<BotControlHandle>("freqtrade/main")`. A newtype because typed
+/// handles are sized types; tests may wrap a fake [`BotControl`] in one.
+pub struct BotControlHandle(pub Arc<dyn BotControl>);
+
+struct FleetControl {
+    bots: HashMap<String, Arc<Bot>>,
+}
+
+impl FleetControl {
+    fn bot(&self, name: &str) -> Result<&Bot, ControlError> {
+        self.bots
+            .get(name)
+            .map(|b| b.as_ref())
+            .ok_or_else(|| ControlError::UnknownBot(name.to_owned()))
+    }
+
+    fn post<'a>(
+        &'a self,
+        bot: &'a str,
+        path: String,
+    ) -> BoxFuture<'a, Result<String, ControlError>> {
+        Box::pin(async move {
+            let b = self.bot(bot)?;
+            let msg = b.client.post(&path).await?;
+            tracing::info!(bot, action = %path, result = %msg, "freqtrade control action");
+            Ok(msg)
+        })
+    }
+}
+
+impl BotControl for FleetControl {
+    fn bots(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.bots.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn pause<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>> {
+        Box::pin(async move {
+            match self.post(bot, "pause".into()).await {
+                Err(ControlError::Api(e)) if e.status() == Some(404) => {
+                    self.post(bot, "stopentry".into()).await
+                }
+                r => r,
+            }
+        })
+    }
+
+    fn stop_entry<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>> {
+        self.post(bot, "stopentry".into())
+    }
+
+    fn stop<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>> {
+        self.post(bot, "stop".into())
+    }
+
+    fn start<'a>(&'a self, bot: &'a str) -> BoxFuture<'a, Result<String, ControlError>> {
+        self.post(bot, "start".into())
+    }
+
+    fn force_exit<'a>(
+        &'a self,
+        bot: &'a str,
+        trade_id: u64,
+    ) -> BoxFuture<'a, Result<String, ControlError>> {
+        Box::pin(async move {
+            let b = self.bot(bot)?;
+            let msg = b.client.force_exit(trade_id).await?;
+            tracing::info!(bot, trade_id, result = %msg, "freqtrade force exit");
+            Ok(msg)
+        })
+    }
+
+    fn consecutive_failures(&self, bot: &str) -> Option<u32> {
+        self.bots.get(bot).map(|b| b.status().consecutive_failures)
+    }
+}
