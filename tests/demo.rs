@@ -473,3 +473,115 @@ async fn many_bots_each_with_their_own_tokens_and_faults() {
     );
     handle.shutdown().await;
 }
+
+/// Acceptance 6: the real `tradewatch demo` polls its simulated bot through the
+/// freqtrade receiver and ratio_to_percent; the profit moves between polls and the
+/// drawdown passes 20% (with a short ramp).
+#[test]
+fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
+    use common::{eventually, http_get, metrics_in, read_jsonl};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.jsonl");
+    let service = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+        .args([
+            "demo",
+            "--interval",
+            "1s",
+            "--for",
+            "120s",
+            "--drawdown-ramp",
+            "6s",
+        ])
+        .arg("--service")
+        .arg(service.to_string())
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start tradewatch demo");
+    let mut child = KillOnDrop(child);
+    let logs = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let values = |name: &str| -> Vec<f64> {
+        metrics_in(&read_jsonl(&out))
+            .iter()
+            .filter(|(_, m)| m["name"] == name)
+            .flat_map(|(_, m)| {
+                m["gauge"]["dataPoints"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|p| p["asDouble"].as_f64())
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(90),
+        "the total profit changes between polls",
+        || {
+            let v = values("freqtrade.profit.total");
+            v.windows(2).any(|w| w[0] != w[1])
+        },
+    );
+    eventually(
+        Duration::from_secs(90),
+        "the drawdown passes 20% (converted to percent)",
+        || {
+            values("freqtrade.drawdown.current.pct")
+                .iter()
+                .any(|d| *d > 20.0)
+        },
+    );
+    let (code, body) = http_get(service, "/status").expect("GET /status");
+    assert_eq!(code, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body.contains("freqtrade/demo"),
+        "/status lists the demo receiver: {status}"
+    );
+    let text = logs();
+    assert!(
+        text.contains("http://127.0.0.1:"),
+        "prints where the bot is:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("http://{service}/status")),
+        "prints /status:\n{text}"
+    );
+    assert!(
+        text.contains("debug: "),
+        "the debug exporter prints batches:\n{text}"
+    );
+    assert!(
+        !text.contains("password = "),
+        "no credentials in the output"
+    );
+    common::signal(&child.0, "TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo did not stop on SIGTERM:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "demo exits cleanly: {status}\n{}", logs());
+}
+
+/// Kills the demo if an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

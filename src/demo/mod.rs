@@ -49,6 +49,7 @@ timeout = "5s"
 bot = "demo"
 
 [processors.ratio_to_percent]
+metrics = ["freqtrade.*.ratio"]
 
 [processors.batch]
 timeout = "200ms"
@@ -121,7 +122,31 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<(
             stop.cancel();
         });
     }
-    let result = crate::service::run::run(cfg, stop).await;
+    // What the bot itself says, for comparing with the pipeline's output.
+    let ticker = {
+        let (sim, stop, every) = (sim.clone(), stop.clone(), opts.interval);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Some(p) = sim.profit(0) {
+                    eprintln!(
+                        "demo bot says: total profit {:.2} USDT ({:.2}%), drawdown {:.1}% (default limit 20%), closed trades {}",
+                        p["profit_all_coin"].as_f64().unwrap_or(f64::NAN),
+                        p["profit_all_ratio"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                        p["current_drawdown"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                        p["closed_trade_count"],
+                    );
+                }
+            }
+        })
+    };
+    let result = crate::service::run::run(cfg, stop.clone()).await;
+    stop.cancel();
+    let _ = ticker.await;
     sim.shutdown().await;
     result.map_err(Into::into)
 }

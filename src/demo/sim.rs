@@ -172,6 +172,14 @@ impl SimHandle {
             .map(|b| lock(b).bot.state.as_str())
     }
 
+    /// Bot `bot`'s `/api/v1/profit` as of now.
+    pub fn profit(&self, bot: usize) -> Option<Value> {
+        let b = self.shared.bots.get(bot)?;
+        let mut b = lock(b);
+        b.bot.advance_to(self.shared.started.elapsed());
+        Some(b.bot.profit(&self.shared.templates.profit))
+    }
+
     /// Makes every outstanding access token of every bot expire now (to test refresh).
     pub fn expire_access_tokens(&self) {
         let now = Instant::now();
