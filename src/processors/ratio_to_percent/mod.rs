@@ -33,9 +33,10 @@
 //! base): a matching one is left unchanged, and its points are counted in
 //! `tradewatch_processor_unconverted_points_total`.
 //!
-//! Requests that arrived encoded are decoded to look for matching metrics; they are
-//! re-encoded downstream only when something was converted, otherwise the original
-//! bytes go on.
+//! Requests that arrived encoded are first read at the wire level for a matching
+//! metric name or the bytes of a listed attribute key; only those that may hold one
+//! are decoded, and they go on decoded only when something was converted, otherwise
+//! as their original bytes.
 
 use crate::component::{BuildContext, BuildError, ComponentId, Kind, Signal};
 use crate::component::{Processor, ProcessorConfig};
@@ -52,6 +53,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use toml::Spanned;
 
+mod prefilter;
 #[cfg(test)]
 mod tests;
 
@@ -278,6 +280,11 @@ impl RatioToPercent {
     fn edit(&self, payload: &mut Payload) {
         let done = match payload {
             Payload::Metrics(req) => Self::convert(&self.rules, req),
+            Payload::Encoded {
+                signal: Signal::Metrics,
+                bytes,
+                ..
+            } if !prefilter::may_convert(&self.rules, bytes) => return,
             Payload::Encoded {
                 signal: Signal::Metrics,
                 bytes,

@@ -514,3 +514,39 @@ fn config_mistakes_are_located() {
         assert!(got.contains(want), "{table:?}:\nwant {want}\ngot  {got}");
     }
 }
+
+#[test]
+fn the_wire_prefilter_never_hides_something_to_convert() {
+    for (case, config, input, _, _, _) in cases() {
+        let rules = rules(config);
+        let mut req = request(vec![
+            input.clone(),
+            metric("other", "1", gauge(vec![]), vec![]),
+        ]);
+        let bytes = req.encode_to_vec();
+        let changed = RatioToPercent::convert(&rules, &mut req).changed;
+        assert!(
+            prefilter::may_convert(&rules, &bytes) || !changed,
+            "{case}: the prefilter said no, but it converts"
+        );
+    }
+    let rules = rules("metrics = [\"*.ratio\"]\nattributes = [\"profit_ratio\"]");
+    let says =
+        |metrics: Vec<Metric>| prefilter::may_convert(&rules, &request(metrics).encode_to_vec());
+    let plain = |name: &str, attrs| metric(name, "1", gauge(vec![double(1.0, attrs)]), vec![]);
+    assert!(!says(vec![]));
+    assert!(!says(vec![
+        plain("a.total", vec![attr("bot", "x")]),
+        plain("b", vec![])
+    ]));
+    assert!(says(vec![
+        plain("a.total", vec![]),
+        plain("b.ratio", vec![])
+    ]));
+    assert!(says(vec![plain(
+        "a.total",
+        vec![attr("profit_ratio", 0.5)]
+    )]));
+    // Unreadable bytes: decoding judges.
+    assert!(prefilter::may_convert(&rules, &[0x0a, 0x05, 0x12]));
+}

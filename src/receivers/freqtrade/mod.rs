@@ -88,6 +88,10 @@ pub struct BotSettings {
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, ConfigError> {
+    Ok(Arc::new(parse_config(src, id)?))
+}
+
+fn parse_config(src: &Source, id: &ComponentId) -> Result<FreqtradeConfig, ConfigError> {
     let mut c: FreqtradeConfig = component_config(src, Kind::Receiver, id)?;
     let err = |keys: &[&str], msg: &str| src.component_error(Kind::Receiver, id, keys, msg.into());
     if c.interval.get().is_zero() {
@@ -175,7 +179,7 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
             timeout: e.timeout.map(HumanDuration::get).unwrap_or(timeout),
         });
     }
-    Ok(Arc::new(c))
+    Ok(c)
 }
 
 impl FreqtradeConfig {
@@ -630,5 +634,208 @@ impl BotControl for FleetControl {
 
     fn consecutive_failures(&self, bot: &str) -> Option<u32> {
         self.bots.get(bot).map(|b| b.status().consecutive_failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::alerts::AlertSink;
+    use crate::service::health::Telemetry;
+
+    fn parse_text(text: &str, id: &str) -> Result<FreqtradeConfig, String> {
+        let src = Source::from_text("t.toml".into(), text, &|k| {
+            (k == "FT_PASS").then(|| "pw-from-env".to_owned())
+        })
+        .map_err(|e| e.to_string())?;
+        parse_config(&src, &ComponentId::parse(id).unwrap()).map_err(|e| e.to_string())
+    }
+
+    fn context(id: &ComponentId, dir: &std::path::Path) -> BuildContext {
+        let telemetry = Telemetry::new();
+        let (alerts, rx) = AlertSink::new(8, Default::default());
+        BuildContext {
+            id: id.clone(),
+            health: telemetry.component(Kind::Receiver, id, true),
+            telemetry,
+            state: crate::state::StateDir::new(dir, "receiver", id.as_str()),
+            controls: Default::default(),
+            shared_state: Default::default(),
+            alerts,
+            alert_queue: Arc::new(std::sync::Mutex::new(Some(rx))),
+            shutdown: Default::default(),
+            memory: crate::pipeline::memory::MemoryBudget::unlimited(),
+        }
+    }
+
+    #[test]
+    fn bots_take_names_and_defaults() {
+        let c = parse_text(
+            r#"[receivers."freqtrade/main"]
+url = "http://127.0.0.1:8080/"
+username = "u"
+password = "${FT_PASS}"
+"#,
+            "freqtrade/main",
+        )
+        .unwrap();
+        let b = &c.bots()[0];
+        assert_eq!(b.name, "main");
+        assert_eq!(b.password.expose(), "pw-from-env");
+        assert_eq!((b.auth, b.timeout), (Auth::Jwt, Duration::from_secs(5)));
+        assert_eq!(c.interval.get(), Duration::from_secs(30));
+        let c = parse_text(
+            "[receivers.freqtrade]\nurl = \"http://h:1\"\nusername = \"u\"\npassword = \"p\"\nbot = \"x\"\n",
+            "freqtrade",
+        )
+        .unwrap();
+        assert_eq!(c.bots()[0].name, "x");
+        let c = parse_text(
+            "[receivers.freqtrade]\nurl = \"http://h:1\"\nusername = \"u\"\npassword = \"p\"\n",
+            "freqtrade",
+        )
+        .unwrap();
+        assert_eq!(c.bots()[0].name, "default");
+        let c = parse_text(
+            r#"[receivers."freqtrade/fleet"]
+username = "u"
+password = "p"
+auth = "basic"
+timeout = "2s"
+max_concurrent_polls = 2
+[[receivers."freqtrade/fleet".bots]]
+bot = "a"
+url = "http://127.0.0.1:1"
+[[receivers."freqtrade/fleet".bots]]
+bot = "b"
+url = "http://127.0.0.1:2"
+username = "other"
+auth = "jwt"
+timeout = "1s"
+"#,
+            "freqtrade/fleet",
+        )
+        .unwrap();
+        let (a, b) = (&c.bots()[0], &c.bots()[1]);
+        assert_eq!(
+            (a.name.as_str(), a.username.as_str(), a.auth),
+            ("a", "u", Auth::Basic)
+        );
+        assert_eq!(a.timeout, Duration::from_secs(2));
+        assert_eq!((b.username.as_str(), b.auth), ("other", Auth::Jwt));
+        assert_eq!(
+            (b.password.expose(), b.timeout),
+            ("p", Duration::from_secs(1))
+        );
+        // The password never shows in a debug print of the config.
+        assert!(!format!("{c:?}").contains("pw-from-env"));
+    }
+
+    /// A bot that never answers: its failures grow, readable through the control handle
+    /// (what a fail-closed risk processor reads), and the receiver fails (its only bot).
+    #[tokio::test]
+    async fn consecutive_failures_are_readable_through_the_handle() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "[receivers.\"freqtrade/x\"]\nurl = \"http://127.0.0.1:{port}\"\nusername = \"u\"\npassword = \"p\"\ninterval = \"100ms\"\n"
+        );
+        let c = parse_text(&text, "freqtrade/x").unwrap();
+        let dir = std::env::temp_dir();
+        let id = ComponentId::parse("freqtrade/x").unwrap();
+        let ctx = context(&id, &dir);
+        let receiver = c.build(&ctx).unwrap();
+        let handle = ctx.controls.get::<BotControlHandle>("freqtrade/x").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let mut outputs = Outputs::default();
+        outputs.set(Consumer::new(
+            Signal::Metrics,
+            vec![tx],
+            crate::pipeline::memory::MemoryBudget::unlimited(),
+            Duration::from_millis(10),
+            Default::default(),
+            Default::default(),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(receiver.start(outputs, stop.clone()).await.unwrap());
+        let mut ups = Vec::new();
+        while handle.0.consecutive_failures("x").unwrap() < 3 {
+            let b = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a poll every 100ms")
+                .unwrap();
+            ups.push(b.payload.items());
+        }
+        assert!(ups.iter().all(|n| *n == 3), "health points only: {ups:?}");
+        assert_eq!(ctx.health.state(), State::Failed);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn config_mistakes_name_the_key() {
+        let one = r#"[receivers."freqtrade/main"]
+url = "http://127.0.0.1:8080"
+username = "u"
+password = "${FT_PASS}"
+"#;
+        assert!(parse_text(one, "freqtrade/main").is_ok());
+        let err = parse_text(
+            r#"[receivers.freqtrade]
+username = "u"
+password = "p"
+"#,
+            "freqtrade",
+        )
+        .unwrap_err();
+        assert!(err.contains("give the bot's API root in url"), "{err}");
+        let err = parse_text(
+            r#"[receivers.freqtrade]
+url = "127.0.0.1:8080"
+username = "u"
+password = "p"
+"#,
+            "freqtrade",
+        )
+        .unwrap_err();
+        assert!(err.contains("url must start with http://"), "{err}");
+        let err = parse_text(
+            r#"[receivers.freqtrade]
+url = "http://127.0.0.1:8080"
+username = "u"
+"#,
+            "freqtrade",
+        )
+        .unwrap_err();
+        assert!(err.contains("username and password are required"), "{err}");
+        let err = parse_text(
+            r#"[receivers."freqtrade/fleet"]
+username = "u"
+password = "p"
+[[receivers."freqtrade/fleet".bots]]
+bot = "a"
+url = "http://127.0.0.1:1"
+[[receivers."freqtrade/fleet".bots]]
+bot = "a"
+url = "http://127.0.0.1:2"
+"#,
+            "freqtrade/fleet",
+        )
+        .unwrap_err();
+        assert!(err.contains("two bots have the same name"), "{err}");
+        let err = parse_text(
+            r#"[receivers.freqtrade]
+url = "http://127.0.0.1:8080"
+username = "u"
+password = "p"
+auth = "oauth"
+"#,
+            "freqtrade",
+        )
+        .unwrap_err();
+        assert!(err.contains("auth"), "{err}");
     }
 }
