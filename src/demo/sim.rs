@@ -349,8 +349,8 @@ fn answer(
         ("token/refresh", true) => return refresh(s, bot, headers),
         _ => {}
     }
-    if let Err(r) = authorize(s, bot, headers) {
-        return r;
+    if let Err(msg) = authorize(s, bot, headers) {
+        return detail(StatusCode::UNAUTHORIZED, msg);
     }
     if faults.unavailable {
         return detail(
@@ -449,20 +449,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn authorize(s: &Shared, bot: usize, headers: &HeaderMap) -> Result<(), Response> {
+/// `Err` carries Freqtrade's 401 detail.
+fn authorize(s: &Shared, bot: usize, headers: &HeaderMap) -> Result<(), &'static str> {
     if let Some(token) = bearer(headers) {
         let tokens = lock(&s.tokens);
         return match tokens.get(token) {
             Some(t) if t.bot == bot && !t.refresh && t.expires > Instant::now() => Ok(()),
-            _ => Err(detail(
-                StatusCode::UNAUTHORIZED,
-                "Could not validate credentials",
-            )),
+            _ => Err("Could not validate credentials"),
         };
     }
     match basic_credentials(headers) {
         Some((u, p)) if u == s.cfg.username && p == s.cfg.password => Ok(()),
-        _ => Err(detail(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        _ => Err("Unauthorized"),
     }
 }
 
