@@ -126,6 +126,7 @@ fn main() {
     std::thread::sleep(interval + Duration::from_millis(500));
     let sim_since = sim.hits().last().map_or(Duration::ZERO, |h| h.at);
     let ticks0 = cpu_ticks(pid).expect("read /proc/PID/stat");
+    let sim0 = cpu_ticks(std::process::id()).unwrap_or(0);
     let t0 = Instant::now();
     let mut peak_rss = 0;
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -133,6 +134,7 @@ fn main() {
         peak_rss = peak_rss.max(status_kib(pid, "VmHWM:").unwrap_or(0));
     }
     let ticks1 = cpu_ticks(pid).expect("read /proc/PID/stat");
+    let sim1 = cpu_ticks(std::process::id()).unwrap_or(0);
     let elapsed = t0.elapsed().as_secs_f64();
     let rss = status_kib(pid, "VmRSS:").unwrap_or(0);
     let cpu_pct = (ticks1 - ticks0) as f64 / clock_ticks() as f64 / elapsed * 100.0;
@@ -183,6 +185,10 @@ fn main() {
         })
         .collect();
     println!("tradewatch CPU:  {cpu_pct:.2}% of one core (target < 5%)");
+    println!(
+        "simulator CPU:   {:.2}% of one core (this process, for context)",
+        (sim1 - sim0) as f64 / clock_ticks() as f64 / elapsed * 100.0
+    );
     println!(
         "tradewatch RSS:  peak {:.1} MB, last {:.1} MB (target < 100 MB)",
         peak_rss as f64 / 1024.0,
