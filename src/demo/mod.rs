@@ -100,13 +100,15 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<(
     eprintln!(
         "tradewatch demo\n\
          \x20 simulated Freqtrade bot: {url}/api/v1/ (user {user}; try {url}/api/v1/ping)\n\
-         \x20 polled every {interval}; its drawdown passes 20% after about {ramp}\n\
+         \x20 pipeline: freqtrade receiver (every {interval}) -> ratio_to_percent -> batch -> debug{file}\n\
+         \x20 the bot's drawdown passes 20% after about {ramp}\n\
          \x20 metrics: one line per batch below (debug exporter){out}\n\
          \x20 collector health and per-component status: http://{svc}/status\n\
          \x20 tradewatch's own metrics: http://{svc}/metrics\n\
          \x20 Ctrl-C stops.",
         user = opts.sim.username,
         interval = humantime::format_duration(opts.interval),
+        file = if opts.out.is_some() { ", file" } else { "" },
         ramp = humantime::format_duration(opts.sim.drawdown_ramp),
         out = opts
             .out
