@@ -2,9 +2,10 @@
 //! regular the polls are.
 //!
 //! `cargo bench --bench freqtrade_poll` starts one simulated Freqtrade API
-//! (`tradewatch::demo::sim`) serving `BENCH_BOTS` bots in this process, and the release
-//! `tradewatch` binary with one `freqtrade` receiver listing every bot
-//! (`http://SIM/bots/{i}`), `ratio_to_percent`, `batch` and the `nop` exporter. After one
+//! (`tradewatch::demo::sim`) serving `BENCH_BOTS` bots in this process, each on its own
+//! loopback port like real bots on separate hosts, and the release
+//! `tradewatch` binary with one `freqtrade` receiver listing every bot,
+//! `ratio_to_percent`, `batch` and the `nop` exporter. After one
 //! interval of warm-up (the receiver staggers the bots' first polls over an interval, and
 //! logs in), it measures for `BENCH_SECS`:
 //! - tradewatch's CPU as % of one core (utime + stime from /proc/PID/stat) and its peak
@@ -19,6 +20,8 @@
 //!
 //! Environment:
 //! - `BENCH_BOTS` (500), `BENCH_INTERVAL_SECS` (5), `BENCH_SECS` (60).
+//! - `BENCH_PORT_PER_BOT` (1): 0 serves every bot on one port (`http://SIM/bots/{i}`),
+//!   so the receiver's per-host connection pool is shared by the whole fleet.
 //! - `BENCH_MAX_CONCURRENT_POLLS`: the receiver's `max_concurrent_polls` (default: the
 //!   receiver's own default).
 //! - `BENCH_TRADEWATCH_BIN`: the tradewatch binary (default: Cargo's
@@ -49,6 +52,7 @@ fn main() {
     let interval = Duration::from_secs(env_num("BENCH_INTERVAL_SECS", 5).max(1));
     let secs = env_num("BENCH_SECS", 60).max(1);
     let concurrency = std::env::var("BENCH_MAX_CONCURRENT_POLLS").ok();
+    let port_per_bot = env_num("BENCH_PORT_PER_BOT", 1) != 0;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,11 +61,12 @@ fn main() {
         .expect("runtime");
     let sim_cfg = SimConfig {
         bots,
+        port_per_bot,
         // The market keeps moving but no bot runs away within the bench.
         drawdown_ramp: Duration::from_secs(600),
         ..SimConfig::default()
     };
-    let (sim_addr, sim) = rt
+    let (_, sim) = rt
         .block_on(spawn(sim_cfg.clone()))
         .expect("start the simulator");
 
@@ -78,7 +83,8 @@ fn main() {
     }
     for i in 0..bots {
         toml.push_str(&format!(
-            "[[receivers.\"freqtrade/fleet\".bots]]\nurl = \"http://{sim_addr}/bots/{i}\"\nbot = \"bot-{i}\"\n"
+            "[[receivers.\"freqtrade/fleet\".bots]]\nurl = \"{}\"\nbot = \"bot-{i}\"\n",
+            sim.url(i)
         ));
     }
     toml.push_str(&format!(
@@ -118,7 +124,12 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     println!(
-        "freqtrade_poll: {bots} bots at {}s, {secs}s measured, binary {}",
+        "freqtrade_poll: {bots} bots ({}) at {}s, {secs}s measured, binary {}",
+        if port_per_bot {
+            "a port each"
+        } else {
+            "one port, /bots/{i}"
+        },
         interval.as_secs(),
         binary.display()
     );

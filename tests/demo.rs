@@ -386,9 +386,18 @@ async fn prices_move_and_the_drawdown_passes_the_default_limit() {
 async fn many_bots_each_with_their_own_tokens_and_faults() {
     let (base, handle) = sim(SimConfig {
         bots: 5,
+        port_per_bot: true,
         ..SimConfig::default()
     })
     .await;
+    assert_ne!(handle.url(0), base, "bot 0 has its own port");
+    let own = Api::login(handle.url(4)).await;
+    let via_path = Api::login(format!("{base}/bots/4")).await;
+    assert_eq!(
+        own.get("show_config").await["bot_name"],
+        via_path.get("show_config").await["bot_name"],
+        "bot 4's own port and /bots/4 are the same bot"
+    );
     let bot0 = Api::login(base.clone()).await;
     let bot3 = Api::login(format!("{base}/bots/3")).await;
     let p0 = bot0.get("profit").await;

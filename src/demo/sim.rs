@@ -1,7 +1,8 @@
 //! A simulated Freqtrade REST API on loopback, serving one or many bots.
 //!
 //! Bot 0 answers at `/api/v1/...`; bot `i` (any `i`, including 0) at `/bots/{i}/api/v1/...`,
-//! so a receiver's `url` is `http://ADDR` or `http://ADDR/bots/{i}`. Responses are the
+//! so a receiver's `url` is `http://ADDR` or `http://ADDR/bots/{i}`; with
+//! `port_per_bot`, each bot also has its own port ([`SimHandle::url`]). Responses are the
 //! recorded Freqtrade 2026.9 responses (`src/demo/fixtures/`) with the simulated values
 //! written into them, so keys and JSON types are Freqtrade's. Auth works like Freqtrade's:
 //! JWT-looking tokens from `POST token/login` (HTTP Basic), `POST token/refresh` with the
@@ -50,6 +51,10 @@ pub struct SimConfig {
     pub access_ttl: Duration,
     /// Faults applied to every bot from the start (see [`SimHandle::set_faults`]).
     pub faults: Faults,
+    /// Also give every bot its own port (`http://127.0.0.1:PORT/api/v1/...`), as real
+    /// bots on separate hosts have: a client's per-host connection pool then holds one
+    /// bot's connections, not the whole fleet's. See [`SimHandle::url`].
+    pub port_per_bot: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +69,7 @@ impl Default for SimConfig {
             password: "demo".into(),
             access_ttl: Duration::from_secs(15 * 60),
             faults: Faults::default(),
+            port_per_bot: false,
         }
     }
 }
@@ -148,7 +154,9 @@ struct Shared {
 pub struct SimHandle {
     shared: Arc<Shared>,
     stop: CancellationToken,
-    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    addr: SocketAddr,
+    bot_addrs: Arc<Vec<SocketAddr>>,
 }
 
 impl SimHandle {
@@ -195,11 +203,20 @@ impl SimHandle {
         lock(&self.shared.tokens).clear();
     }
 
-    /// Stops serving and waits for the server task.
+    /// Bot `bot`'s API root, the receiver's `url`: its own port with `port_per_bot`,
+    /// else `http://ADDR/bots/{bot}`.
+    pub fn url(&self, bot: usize) -> String {
+        match self.bot_addrs.get(bot) {
+            Some(a) => format!("http://{a}"),
+            None => format!("http://{}/bots/{bot}", self.addr),
+        }
+    }
+
+    /// Stops serving and waits for the server tasks.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(t) = task {
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in tasks {
             let _ = t.await;
         }
     }
@@ -250,23 +267,44 @@ pub async fn spawn_on(
         cfg,
     });
     let stop = CancellationToken::new();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(shared.clone());
-    let served = stop.clone();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(served.cancelled_owned())
-            .await;
-    });
+    let serve = |listener: tokio::net::TcpListener, fixed: Option<usize>| {
+        let app = axum::Router::new().fallback(handle).with_state(Ctx {
+            shared: shared.clone(),
+            fixed,
+        });
+        let served = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(served.cancelled_owned())
+                .await;
+        })
+    };
+    let mut tasks = vec![serve(listener, None)];
+    let mut bot_addrs = Vec::new();
+    if shared.cfg.port_per_bot {
+        for i in 0..shared.bots.len() {
+            let l = tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
+            bot_addrs.push(l.local_addr()?);
+            tasks.push(serve(l, Some(i)));
+        }
+    }
     Ok((
         addr,
         SimHandle {
             shared,
             stop,
-            task: Arc::new(Mutex::new(Some(task))),
+            tasks: Arc::new(Mutex::new(tasks)),
+            addr,
+            bot_addrs: Arc::new(bot_addrs),
         },
     ))
+}
+
+/// A listener's view: the shared state, and the bot when the port is that bot's own.
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    fixed: Option<usize>,
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -295,13 +333,21 @@ fn route(path: &str) -> Option<(usize, &str)> {
 }
 
 async fn handle(
-    State(s): State<Arc<Shared>>,
+    State(ctx): State<Ctx>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some((bot, endpoint)) = route(uri.path()) else {
+    let s = ctx.shared;
+    let routed = match ctx.fixed {
+        Some(bot) => uri
+            .path()
+            .strip_prefix("/api/v1/")
+            .map(|e| (bot, e.trim_end_matches('/'))),
+        None => route(uri.path()),
+    };
+    let Some((bot, endpoint)) = routed else {
         return detail(StatusCode::NOT_FOUND, "Not Found");
     };
     let Some(sim_bot) = s.bots.get(bot) else {
