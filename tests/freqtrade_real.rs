@@ -5,8 +5,8 @@
 //! tradewatch polls both as a fleet. Every metric must equal, field by field, what the
 //! bot's own API returns (fetched here with a plain HTTP client), including the 3x short
 //! and its leverage; then a price written to `prices.json` moves that trade's profit
-//! metric. Needs a Python with freqtrade 2026.9: `TRADEWATCH_FREQTRADE_PYTHON`, else the
-//! repository's `.venv`. It fails, never skips, when the bot cannot start.
+//! metric. Needs a Python with freqtrade 2026.9: `TRADEWATCH_FREQTRADE_PYTHON`, else
+//! `TRADEWATCH_PYTHON`, else the repository's `.venv`. It fails, never skips, when the bot cannot start.
 
 mod common;
 
@@ -28,7 +28,9 @@ fn peer_dir() -> PathBuf {
 
 /// The venv holding freqtrade 2026.9.
 fn venv() -> PathBuf {
-    let py = std::env::var_os("TRADEWATCH_FREQTRADE_PYTHON")
+    let py = ["TRADEWATCH_FREQTRADE_PYTHON", "TRADEWATCH_PYTHON"]
+        .iter()
+        .find_map(std::env::var_os)
         .map(PathBuf::from)
         .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
     let version = Command::new(&py)
@@ -122,15 +124,12 @@ impl Drop for Bot {
     }
 }
 
+/// Series key → (latest value, attributes).
+type Series = BTreeMap<String, (f64, serde_json::Map<String, Value>)>;
+
 /// The latest value of every series of one bot: `name` or `name{trade_id=N}` → (value,
 /// attributes), from the file exporter's output; and the resource of its latest poll.
-fn latest(
-    c: &Collector,
-    bot: &str,
-) -> (
-    BTreeMap<String, (f64, serde_json::Map<String, Value>)>,
-    Value,
-) {
+fn latest(c: &Collector, bot: &str) -> (Series, Value) {
     let lines = read_jsonl(&c.path("out/metrics.jsonl"));
     let mut out = BTreeMap::new();
     let mut resource = Value::Null;

@@ -161,13 +161,20 @@ impl Client {
             return self.send(path, req).await;
         }
         let token = self.access_token().await?;
-        let req = request(method.clone()).bearer_auth(token);
+        let req = request(method.clone()).bearer_auth(&token);
         match self.send(path, req).await {
             Err(e) if e.status() == Some(401) => {
                 // Rejected (the bot restarted with a new secret, or the token was revoked):
-                // log in again and try once more.
+                // log in again and try once more. Calls of one poll run concurrently:
+                // only the first to see the rejection drops the session, the others
+                // take the new one.
                 tracing::info!(path, "access token rejected; logging in again");
-                *self.session.lock().await = None;
+                {
+                    let mut session = self.session.lock().await;
+                    if session.as_ref().is_some_and(|s| s.access == token) {
+                        *session = None;
+                    }
+                }
                 let token = self.access_token().await?;
                 self.send(path, request(method).bearer_auth(token)).await
             }

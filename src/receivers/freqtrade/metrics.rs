@@ -249,7 +249,7 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
         snap.balance.free(),
     );
 
-    let per_trade: [(&str, &str, &str, fn(&Trade) -> Option<f64>); 6] = [
+    let per_trade: [(&str, &str, &str, TradeValue); 6] = [
         (
             "freqtrade.trade.profit.ratio",
             "1",
@@ -311,6 +311,9 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
     }
     b.build()
 }
+
+/// Reads one per-trade value.
+type TradeValue = fn(&Trade) -> Option<f64>;
 
 struct Gauges<'a> {
     b: &'a mut MetricsBuilder,

@@ -144,9 +144,8 @@ fn parse_config(src: &Source, id: &ComponentId) -> Result<FreqtradeConfig, Confi
                 vec!["bots".into(), i.to_string(), k.to_owned()]
             }
         };
-        let keys = |k: &str| at(k);
         let bad = |k: &str, msg: &str| {
-            let ks = keys(k);
+            let ks = at(k);
             let ks: Vec<&str> = ks.iter().map(String::as_str).collect();
             err(&ks, msg)
         };
