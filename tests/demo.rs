@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tradewatch::demo::sim::{spawn, Faults, SimConfig, SimHandle};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/demo/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/freqtrade");
 
 fn fixture(name: &str) -> Value {
     let path = format!("{FIXTURES}/{name}.json");

@@ -3,7 +3,7 @@
 //! Bot 0 answers at `/api/v1/...`; bot `i` (any `i`, including 0) at `/bots/{i}/api/v1/...`,
 //! so a receiver's `url` is `http://ADDR` or `http://ADDR/bots/{i}`; with
 //! `port_per_bot`, each bot also has its own port ([`SimHandle::url`]). Responses are the
-//! recorded Freqtrade 2026.9 responses (`src/demo/fixtures/`) with the simulated values
+//! recorded Freqtrade 2026.9 responses (`tests/fixtures/freqtrade/`) with the simulated values
 //! written into them, so keys and JSON types are Freqtrade's. Auth works like Freqtrade's:
 //! JWT-looking tokens from `POST token/login` (HTTP Basic), `POST token/refresh` with the
 //! refresh token, Bearer or Basic on every endpoint except `ping`.
@@ -110,7 +110,7 @@ fn fixture(raw: &str) -> Value {
 
 impl Templates {
     fn load() -> Templates {
-        let status = fixture(include_str!("fixtures/status.json"));
+        let status = fixture(include_str!("../../tests/fixtures/freqtrade/status.json"));
         let by_side = |short: bool| {
             status
                 .as_array()
@@ -119,11 +119,13 @@ impl Templates {
                 .expect("status fixture has a long and a short trade")
         };
         Templates {
-            show_config: fixture(include_str!("fixtures/show_config.json")),
-            profit: fixture(include_str!("fixtures/profit.json")),
+            show_config: fixture(include_str!(
+                "../../tests/fixtures/freqtrade/show_config.json"
+            )),
+            profit: fixture(include_str!("../../tests/fixtures/freqtrade/profit.json")),
             trade_long: by_side(false),
             trade_short: by_side(true),
-            balance: fixture(include_str!("fixtures/balance.json")),
+            balance: fixture(include_str!("../../tests/fixtures/freqtrade/balance.json")),
         }
     }
 }
