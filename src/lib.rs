@@ -6,6 +6,7 @@
 
 pub mod component;
 pub mod config;
+pub mod demo;
 pub mod exporters;
 pub mod otlp;
 pub mod pipeline;

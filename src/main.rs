@@ -1,7 +1,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tradewatch::config::Config;
 
@@ -40,6 +42,28 @@ enum Command {
     Validate {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
+    },
+    /// Simulate a Freqtrade bot on loopback and poll it: trading metrics move, and the
+    /// drawdown passes 20% after about a minute. Nothing else needs to run.
+    Demo {
+        /// Poll interval.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this long (default: run until Ctrl-C).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        run_for: Option<Duration>,
+        /// Address of /health, /status and /metrics.
+        #[arg(long, default_value = "127.0.0.1:13133")]
+        service: SocketAddr,
+        /// Also write every batch as OTLP/JSON lines to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed of the simulated prices.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// About when the simulated drawdown passes 20%.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        drawdown_ramp: Duration,
     },
 }
 
@@ -80,24 +104,56 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => match run(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Run { config } => exit(run(config)),
+        Command::Demo {
+            interval,
+            run_for,
+            service,
+            out,
+            seed,
+            drawdown_ramp,
+        } => {
+            let opts = tradewatch::demo::DemoOptions {
+                interval,
+                run_for,
+                service,
+                out,
+                sim: tradewatch::demo::sim::SimConfig {
+                    seed,
+                    drawdown_ramp,
+                    ..Default::default()
+                },
+            };
+            exit(
+                runtime().and_then(|rt| {
+                    rt.block_on(tradewatch::demo::run(opts, CancellationToken::new()))
+                }),
+            )
+        }
     }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tradewatch")
+        .build()
+        .context("starting the async runtime")
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&path, &tradewatch::registry::builtin())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tradewatch")
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(tradewatch::service::run::run(cfg, CancellationToken::new()))?;
+    runtime()?.block_on(tradewatch::service::run::run(cfg, CancellationToken::new()))?;
     Ok(())
 }
