@@ -59,7 +59,28 @@ struct HealthInner {
     state: State,
     since: Instant,
     last_error: Option<LastError>,
-    detail: Option<String>,
+    detail: Detail,
+}
+
+/// What `/status` shows as a component's `detail`.
+#[derive(Clone, Default)]
+enum Detail {
+    #[default]
+    None,
+    Text(String),
+    /// Rendered when `/status` is read: for a detail that changes with every poll of many
+    /// targets, where rebuilding it on each change would cost more than reading it.
+    Live(Arc<dyn Fn() -> String + Send + Sync>),
+}
+
+impl std::fmt::Debug for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Detail::None => f.write_str("None"),
+            Detail::Text(t) => write!(f, "Text({t:?})"),
+            Detail::Live(_) => f.write_str("Live(..)"),
+        }
+    }
 }
 
 enum Metric {
@@ -145,7 +166,15 @@ impl ComponentHealth {
     }
 
     pub fn set_detail(&self, detail: Option<String>) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).detail = detail;
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).detail =
+            detail.map_or(Detail::None, Detail::Text);
+    }
+
+    /// A detail rendered by `render` each time `/status` is read (it must not call back
+    /// into this component's health).
+    pub fn set_detail_with(&self, render: impl Fn() -> String + Send + Sync + 'static) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).detail =
+            Detail::Live(Arc::new(render));
     }
 
     /// A counter named `tradewatch_<kind>_<name>_total`, labelled with this component's id
@@ -194,6 +223,18 @@ impl ComponentHealth {
     }
 
     fn snapshot(&self) -> ComponentStatus {
+        // Rendered outside the lock: the renderer takes the component's own locks.
+        let detail = match self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .detail
+            .clone()
+        {
+            Detail::None => None,
+            Detail::Text(t) => Some(t),
+            Detail::Live(render) => Some(render()),
+        };
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         ComponentStatus {
@@ -203,7 +244,7 @@ impl ComponentHealth {
             state: g.state,
             state_for_seconds: g.since.elapsed().as_secs_f64(),
             last_error: g.last_error.clone(),
-            detail: g.detail.clone(),
+            detail,
             counters: metrics
                 .iter()
                 .map(|(k, m)| {
@@ -340,7 +381,7 @@ impl Telemetry {
                 state: State::Starting,
                 since: Instant::now(),
                 last_error: None,
-                detail: None,
+                detail: Detail::None,
             }),
             is_ok: AtomicBool::new(false),
             metrics: Mutex::default(),

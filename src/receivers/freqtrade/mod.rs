@@ -27,6 +27,7 @@ use futures_util::future::BoxFuture;
 use models::{Balance, Count, Profit, ShowConfig, Snapshot, Trade};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
@@ -194,7 +195,9 @@ impl ReceiverConfig for FreqtradeConfig {
 
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(2)
+            // A poll sends four requests at once: keep that many connections per bot alive, so
+            // polls reuse them instead of opening and closing two each time.
+            .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| BuildError::new(&ctx.id, format!("HTTP client: {e}")))?;
         let bots: Vec<Arc<Bot>> = self
@@ -312,6 +315,9 @@ struct FreqtradeReceiver {
 struct Shared {
     health: Arc<ComponentHealth>,
     bots: Vec<Arc<Bot>>,
+    /// Bots whose last poll failed: kept on each transition, so a poll costs O(1) in
+    /// health however many bots the receiver polls.
+    down: AtomicUsize,
     consumer: Consumer,
     permits: Semaphore,
 }
@@ -339,10 +345,13 @@ impl Receiver for FreqtradeReceiver {
             let shared = Arc::new(Shared {
                 health,
                 bots: bots.clone(),
+                down: AtomicUsize::new(0),
                 consumer,
                 permits: Semaphore::new(concurrency),
             });
-            shared.update_health();
+            let listed = bots.clone();
+            shared.health.set_detail_with(move || detail(&listed));
+            shared.health.report_ok();
             let run: Running = Box::pin(async move {
                 let n = bots.len() as u32;
                 let mut tasks = tokio::task::JoinSet::new();
@@ -401,8 +410,9 @@ async fn poll_once(
     let result = bot.read().await;
     let latency = started.elapsed();
     bot.polls.inc();
-    let (failures, strategy, exchange, version) = {
+    let (was_down, failures, strategy, exchange, version) = {
         let mut st = bot.status();
+        let was_down = st.consecutive_failures > 0;
         st.last_latency = Some(latency);
         match &result {
             Ok(snap) => {
@@ -418,6 +428,7 @@ async fn poll_once(
             }
         }
         (
+            was_down,
             st.consecutive_failures,
             st.strategy.clone(),
             st.exchange.clone(),
@@ -437,7 +448,7 @@ async fn poll_once(
             .inc();
         tracing::warn!(bot = %bot.name, error = %e, consecutive_failures = failures, "freqtrade poll failed");
     }
-    shared.update_health();
+    shared.record(bot, was_down, result.as_ref().err());
     metrics::build(
         &metrics::PollOutcome {
             bot: &bot.name,
@@ -454,48 +465,53 @@ async fn poll_once(
 
 impl Shared {
     /// `ok` while every bot answers, `degraded` while some fail, `failed` while all do;
-    /// the detail lists each bot.
-    fn update_health(&self) {
-        let mut lines = Vec::with_capacity(self.bots.len());
-        let mut down: Vec<String> = Vec::new();
-        for b in &self.bots {
-            let st = b.status();
-            let last = st
-                .last_success
-                .map(|t| humantime::format_rfc3339_millis(t).to_string())
-                .unwrap_or_else(|| "never".into());
-            let latency = st
-                .last_latency
-                .map(|d| format!("{}ms", d.as_millis()))
-                .unwrap_or_else(|| "-".into());
-            let mut line = format!(
-                "{}: last_success={last} latency={latency} consecutive_failures={}",
-                b.name, st.consecutive_failures
-            );
-            if let Some(e) = &st.last_error {
-                line.push_str(&format!(" last_error=\"{e}\""));
-            }
-            if st.consecutive_failures > 0 {
-                down.push(format!(
-                    "bot {}: {}",
-                    b.name,
-                    st.last_error.as_deref().unwrap_or("failing")
-                ));
-            }
-            lines.push(line);
-        }
-        self.health.set_detail(Some(lines.join("; ")));
-        if down.is_empty() {
-            self.health.report_ok();
-        } else {
-            let state = if down.len() == self.bots.len() {
-                State::Failed
-            } else {
-                State::Degraded
-            };
-            self.health.report_error(state, down.join("; "));
+    /// the last error names the bot that failed last.
+    fn record(&self, bot: &Bot, was_down: bool, error: Option<&ApiError>) {
+        let n = self.bots.len();
+        let down = match (was_down, error.is_some()) {
+            (false, true) => self.down.fetch_add(1, Ordering::AcqRel) + 1,
+            (true, false) => self.down.fetch_sub(1, Ordering::AcqRel) - 1,
+            _ => self.down.load(Ordering::Acquire),
+        };
+        let state = match down {
+            0 => State::Ok,
+            d if d == n => State::Failed,
+            _ => State::Degraded,
+        };
+        match error {
+            Some(e) => self.health.report_error(
+                state,
+                format!("{down} of {n} bots failing; latest: bot {}: {e}", bot.name),
+            ),
+            None if down == 0 => self.health.report_ok(),
+            None => self.health.set_state(state),
         }
     }
+}
+
+/// `/status` detail: one line per bot, rendered when `/status` is read.
+fn detail(bots: &[Arc<Bot>]) -> String {
+    let mut lines = Vec::with_capacity(bots.len());
+    for b in bots {
+        let st = b.status();
+        let last = st
+            .last_success
+            .map(|t| humantime::format_rfc3339_millis(t).to_string())
+            .unwrap_or_else(|| "never".into());
+        let latency = st
+            .last_latency
+            .map(|d| format!("{}ms", d.as_millis()))
+            .unwrap_or_else(|| "-".into());
+        let mut line = format!(
+            "{}: last_success={last} latency={latency} consecutive_failures={}",
+            b.name, st.consecutive_failures
+        );
+        if let Some(e) = &st.last_error {
+            line.push_str(&format!(" last_error=\"{e}\""));
+        }
+        lines.push(line);
+    }
+    lines.join("; ")
 }
 
 /// Puts one poll's metrics into the pipelines, waiting for room (internal data has no
