@@ -1,0 +1,94 @@
+//! The shipped configurations: every file validates, and `pipelines/agent.toml` runs
+//! against a (simulated) Freqtrade bot with its ratios converted to percent exactly once.
+
+mod common;
+
+use common::{free_port, Collector};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn shipped() -> Vec<PathBuf> {
+    let root = common::repo_root();
+    let mut files = vec![root.join("config.toml")];
+    for e in std::fs::read_dir(root.join("pipelines")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            files.push(p);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_configuration_validates() {
+    let files = shipped();
+    assert!(
+        files.len() >= 3,
+        "config.toml, agent and gateway: {files:?}"
+    );
+    for f in files {
+        let out = Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+            .args(["validate", "--config"])
+            .arg(&f)
+            // The secrets the files take from the environment.
+            .env("FT_USER", "freqtrader")
+            .env("FT_PASS", "secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_, sim) = rt
+        .block_on(tradewatch::demo::sim::spawn(
+            tradewatch::demo::sim::SimConfig::default(),
+        ))
+        .expect("the simulated bot starts");
+    let text = std::fs::read_to_string(common::repo_root().join("pipelines/agent.toml")).unwrap();
+    let (grpc, http, service, upstream) = (free_port(), free_port(), free_port(), free_port());
+    let env = [
+        ("FT_URL", sim.url(0)),
+        ("FT_USER", "freqtrader".to_owned()),
+        ("FT_PASS", "demo".to_owned()),
+        ("FT_INTERVAL", "1s".to_owned()),
+        ("TRADEWATCH_OTLP_GRPC", format!("127.0.0.1:{grpc}")),
+        ("TRADEWATCH_OTLP_HTTP", format!("127.0.0.1:{http}")),
+        ("TRADEWATCH_SERVICE_HTTP", format!("127.0.0.1:{service}")),
+        // Nobody listens upstream: the local copy must not depend on it.
+        ("UPSTREAM_OTLP", format!("http://127.0.0.1:{upstream}")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = Collector::start_with_env(&text, service, &env);
+    let out = c.path("out/agent.jsonl");
+    let mut seen = String::new();
+    common::eventually(
+        Duration::from_secs(30),
+        "freqtrade metrics in percent in the agent's file",
+        || {
+            seen = std::fs::read_to_string(&out).unwrap_or_default();
+            seen.contains("\"freqtrade.drawdown.current.pct\"")
+                && seen.contains("\"freqtrade.profit.total.pct\"")
+        },
+    );
+    assert!(
+        !seen.contains("\"freqtrade.profit.total.ratio\""),
+        "every ratio is converted"
+    );
+    assert!(seen.contains("\"unit\":\"%\""), "percent units");
+    assert!(
+        seen.contains("\"deployment.environment\""),
+        "the resource processor stamped it"
+    );
+    assert!(!c.logs().contains("\"demo\""), "no password in the logs");
+    rt.block_on(sim.shutdown());
+}
