@@ -372,7 +372,7 @@ const BLOCKING_SCAN_MIN: usize = 4 * 1024 * 1024;
 const INLINE_INFLATE_MAX: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Compression {
+pub enum Compression {
     Gzip,
     Zstd,
 }
@@ -394,13 +394,15 @@ pub(crate) async fn inflate(
 }
 
 #[derive(Debug)]
-pub(crate) enum InflateError {
+pub enum InflateError {
     /// The inflated body would be larger than the limit.
     TooLarge,
     Invalid(String),
 }
 
-fn inflate_bounded(
+/// [`inflate`] on the calling thread; public for the fuzz target (`fuzz/`), which checks
+/// that no input panics or makes it hold more than `limit` bytes.
+pub fn inflate_bounded(
     compression: Compression,
     compressed: &[u8],
     limit: usize,
