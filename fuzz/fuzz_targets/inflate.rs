@@ -4,8 +4,8 @@
 //! next two the limit (16 B to 1 MiB); the rest is the body.
 //!
 //! zstd's own (C) allocations are not seen by the counting allocator: its window is
-//! sized from the frame header (up to 128 MiB by default) but only touched as far as
-//! output is produced, which the limit stops.
+//! sized from the frame header, which `inflate` caps at max(limit, 8 MiB) (it was 128
+//! MiB for any limit; check with `strace -e trace=mmap` on a replay).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
