@@ -372,7 +372,7 @@ const BLOCKING_SCAN_MIN: usize = 4 * 1024 * 1024;
 const INLINE_INFLATE_MAX: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Compression {
+pub enum Compression {
     Gzip,
     Zstd,
 }
@@ -394,13 +394,15 @@ pub(crate) async fn inflate(
 }
 
 #[derive(Debug)]
-pub(crate) enum InflateError {
+pub enum InflateError {
     /// The inflated body would be larger than the limit.
     TooLarge,
     Invalid(String),
 }
 
-fn inflate_bounded(
+/// [`inflate`] on the calling thread; public for the fuzz target (`fuzz/`), which checks
+/// that no input panics or makes it hold more than `limit` bytes.
+pub fn inflate_bounded(
     compression: Compression,
     compressed: &[u8],
     limit: usize,
@@ -408,11 +410,24 @@ fn inflate_bounded(
     let invalid = |e: std::io::Error| InflateError::Invalid(e.to_string());
     match compression {
         Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(compressed), limit),
-        Compression::Zstd => read_bounded(
-            zstd::stream::read::Decoder::with_buffer(compressed).map_err(invalid)?,
-            limit,
-        ),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(compressed).map_err(invalid)?;
+            d.window_log_max(zstd_window_log_max(limit))
+                .map_err(invalid)?;
+            read_bounded(d, limit)
+        }
     }
+}
+
+/// zstd allocates the window a frame header asks for, up to 128 MiB by default, before
+/// decoding anything: a 13-byte body reserved 128 MiB for a 4 KiB limit (found with the
+/// inflate fuzz target under strace). A window larger than the limit is never needed to
+/// produce at most `limit` bytes, but streaming encoders write windows of up to 8 MiB
+/// whatever the body's size (zstd levels up to 19; klauspost/compress, used by the Go
+/// collector, defaults to 8 MiB), so those stay accepted whatever the limit.
+fn zstd_window_log_max(limit: usize) -> u32 {
+    const EIGHT_MIB: u32 = 23;
+    (usize::BITS - limit.saturating_sub(1).leading_zeros()).clamp(EIGHT_MIB, 31)
 }
 
 /// Reads all of `r` into a buffer whose capacity never exceeds `limit`, unlike
@@ -481,5 +496,43 @@ mod inflate_tests {
             inflate_bounded(Compression::Gzip, &z[..z.len() / 2], 1 << 20),
             Err(InflateError::Invalid(_))
         ));
+    }
+
+    /// A zstd frame (no content size) asking for a 2^`log` byte window, holding "A".
+    fn zstd_frame_with_window_log(log: u8) -> Vec<u8> {
+        let exponent = log - 10;
+        vec![
+            0x28,
+            0xb5,
+            0x2f,
+            0xfd,
+            0x00,
+            exponent << 3,
+            0x09,
+            0x00,
+            0x00,
+            b'A',
+        ]
+    }
+
+    /// Found with the inflate fuzz target (under strace): 10 bytes made zstd reserve a
+    /// 128 MiB window whatever the limit.
+    #[test]
+    fn zstd_windows_beyond_the_limit_and_8_mib_are_refused_before_allocating() {
+        for limit in [4 * 1024, 4 * 1024 * 1024] {
+            let huge = zstd_frame_with_window_log(27);
+            assert!(matches!(
+                inflate_bounded(Compression::Zstd, &huge, limit),
+                Err(InflateError::Invalid(_))
+            ));
+            let usual = zstd_frame_with_window_log(23);
+            assert_eq!(
+                inflate_bounded(Compression::Zstd, &usual, limit).unwrap(),
+                &b"A"[..]
+            );
+        }
+        let big = zstd_frame_with_window_log(26);
+        assert!(inflate_bounded(Compression::Zstd, &big, 64 << 20).is_ok());
+        assert!(inflate_bounded(Compression::Zstd, &big, 32 << 20).is_err());
     }
 }
