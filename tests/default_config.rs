@@ -90,6 +90,9 @@ fn every_shipped_config_validates() {
             .args(["validate", "--config"])
             .arg(&f)
             .env("JAEGER_API_KEY", "unused")
+            // The agent's bot credentials: secrets come only from the environment.
+            .env("FT_USER", "freqtrader")
+            .env("FT_PASS", "unused")
             .output()
             .unwrap();
         assert!(

@@ -1,50 +1,10 @@
-//! The shipped configurations: every file validates, and `pipelines/agent.toml` runs
-//! against a (simulated) Freqtrade bot with its ratios converted to percent exactly once.
+//! `pipelines/agent.toml` runs against a (simulated) Freqtrade bot, its ratios converted
+//! to percent exactly once (`tests/default_config.rs` checks that every shipped file validates).
 
 mod common;
 
 use common::{free_port, Collector};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
-
-fn shipped() -> Vec<PathBuf> {
-    let root = common::repo_root();
-    let mut files = vec![root.join("config.toml")];
-    for e in std::fs::read_dir(root.join("pipelines")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "toml") {
-            files.push(p);
-        }
-    }
-    files.sort();
-    files
-}
-
-#[test]
-fn every_shipped_configuration_validates() {
-    let files = shipped();
-    assert!(
-        files.len() >= 3,
-        "config.toml, agent and gateway: {files:?}"
-    );
-    for f in files {
-        let out = Command::new(env!("CARGO_BIN_EXE_tradewatch"))
-            .args(["validate", "--config"])
-            .arg(&f)
-            // The secrets the files take from the environment.
-            .env("FT_USER", "freqtrader")
-            .env("FT_PASS", "secret")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} does not validate:\n{}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 #[test]
 fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {

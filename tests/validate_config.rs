@@ -998,3 +998,25 @@ fn the_shipped_config_toml_is_valid() {
     );
     assert_untouched(dir.path(), None, "config.toml");
 }
+
+/// Found by `fuzz/fuzz_targets/config.rs`: blanking the sub-table holding the first
+/// mistake removed the only table declaring the component, so the next round reported a
+/// spurious "component table not found" at line 0.
+#[test]
+fn fuzz_regression_a_component_declared_only_by_a_bad_sub_table_gets_one_located_error() {
+    use tradewatch::config::{Config, Source};
+    let text = "[exporters.\"otlp/upem\".r]\n[service.pipelines.traces]\n";
+    let src = Source::from_text("t.toml".into(), text, &|_| None).unwrap();
+    let errors = Config::from_source(&src, &tradewatch::registry::builtin())
+        .err()
+        .unwrap()
+        .0;
+    let exporter: Vec<_> = errors
+        .iter()
+        .filter(|e| e.key.starts_with("exporters"))
+        .collect();
+    assert_eq!(exporter.len(), 1, "{errors:?}");
+    assert_eq!((exporter[0].line, exporter[0].column), (1, 24));
+    assert!(exporter[0].message.contains("unknown field `r`"));
+    assert!(errors.iter().all(|e| e.line >= 1), "{errors:?}");
+}
