@@ -350,9 +350,12 @@ impl Receiver for FreqtradeReceiver {
                 let n = bots.len() as u32;
                 let mut tasks = tokio::task::JoinSet::new();
                 for (i, bot) in bots.into_iter().enumerate() {
-                    // Spread the bots' first polls over the interval, so that a fleet
-                    // is not polled in one burst.
-                    let offset = interval / n * i as u32;
+                    // Spread the bots' first polls over the interval in at most
+                    // SPREAD_SLOTS waves, so that a fleet is never polled in one burst
+                    // and the runtime still wakes up for a few bots at a time, not
+                    // for each one.
+                    let slots = n.min(SPREAD_SLOTS);
+                    let offset = interval / slots * (i as u32 * slots / n);
                     tasks.spawn(poll_loop(
                         shared.clone(),
                         bot,
@@ -367,6 +370,9 @@ impl Receiver for FreqtradeReceiver {
         })
     }
 }
+
+/// Waves per interval in which a fleet's polls start.
+const SPREAD_SLOTS: u32 = 50;
 
 async fn poll_loop(
     shared: Arc<Shared>,
