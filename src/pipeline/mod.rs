@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Why a receiver's data was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -90,9 +91,8 @@ impl Consumer {
     /// memory and in the pipelines' channels). A batch may arrive with bytes already
     /// reserved (a reader that reserved before reading); only the rest is reserved here.
     pub async fn consume(&self, batch: Batch) -> Result<(), Refused> {
-        debug_assert_eq!(batch.payload.signal(), self.signal);
         let items = batch.payload.items();
-        let result = self.send(batch).await;
+        let result = self.send(batch).await.map_err(|(why, _)| why);
         match result {
             Ok(()) => self.accepted.inc_by(items),
             Err(_) => self.refused.inc_by(items),
@@ -100,46 +100,80 @@ impl Consumer {
         result
     }
 
-    async fn send(&self, mut batch: Batch) -> Result<(), Refused> {
+    /// For data raised inside the collector (alerts, polled metrics), which has no client
+    /// to retry for it: waits for room, backing off up to 2 s between tries, until the
+    /// pipelines take the batch. Gives the batch back when the pipelines close or
+    /// `shutdown` is cancelled first, so the caller can say what was not delivered.
+    /// Counted once: accepted, or refused when given back.
+    pub async fn deliver(
+        &self,
+        mut batch: Batch,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<(), Batch> {
+        let items = batch.payload.items();
+        let mut delay = Duration::from_millis(50);
+        let given_back = loop {
+            batch = match self.send(batch).await {
+                Ok(()) => {
+                    self.accepted.inc_by(items);
+                    return Ok(());
+                }
+                Err((Refused::ShuttingDown, b)) => break b,
+                Err((Refused::Full, b)) => b,
+            };
+            let wait = tokio::time::sleep(delay);
+            match shutdown {
+                Some(s) => tokio::select! {
+                    _ = s.cancelled() => break batch,
+                    _ = wait => {}
+                },
+                None => wait.await,
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        self.refused.inc_by(items);
+        Err(given_back)
+    }
+
+    /// Hands the batch on, or gives it back with the reason it was refused.
+    async fn send(&self, mut batch: Batch) -> Result<(), (Refused, Batch)> {
+        debug_assert_eq!(batch.payload.signal(), self.signal);
         let deadline = Instant::now() + self.wait;
         let size = batch.payload.encoded_len() as u64;
         let missing = (size * self.targets.len() as u64).saturating_sub(batch.lease.bytes());
         if missing > 0 {
             let more = match self.memory.try_reserve(missing) {
                 Some(l) => l,
-                None => self
-                    .memory
-                    .reserve(missing, deadline)
-                    .await
-                    .ok_or(Refused::Full)?,
+                None => match self.memory.reserve(missing, deadline).await {
+                    Some(l) => l,
+                    None => return Err((Refused::Full, batch)),
+                },
             };
             batch.lease.merge(more);
         }
         if let [tx] = &*self.targets {
-            return match tx.try_reserve() {
-                Ok(permit) => {
-                    permit.send(batch);
-                    Ok(())
+            let permit = match tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    return Err((Refused::ShuttingDown, batch))
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => Err(Refused::ShuttingDown),
                 Err(mpsc::error::TrySendError::Full(())) => {
                     match tokio::time::timeout_at(deadline, tx.reserve()).await {
-                        Ok(Ok(permit)) => {
-                            permit.send(batch);
-                            Ok(())
-                        }
-                        Ok(Err(_)) => Err(Refused::ShuttingDown),
-                        Err(_) => Err(Refused::Full),
+                        Ok(Ok(permit)) => permit,
+                        Ok(Err(_)) => return Err((Refused::ShuttingDown, batch)),
+                        Err(_) => return Err((Refused::Full, batch)),
                     }
                 }
             };
+            permit.send(batch);
+            return Ok(());
         }
         let mut permits = Vec::with_capacity(self.targets.len());
         for tx in self.targets.iter() {
             match tokio::time::timeout_at(deadline, tx.reserve()).await {
                 Ok(Ok(p)) => permits.push(p),
-                Ok(Err(_)) => return Err(Refused::ShuttingDown),
-                Err(_) => return Err(Refused::Full),
+                Ok(Err(_)) => return Err((Refused::ShuttingDown, batch)),
+                Err(_) => return Err((Refused::Full, batch)),
             }
         }
         let last = permits.pop();
@@ -256,15 +290,10 @@ impl Stage {
             self.lose(items, batch.acks);
             return;
         };
-        // Spare shares, so that a panic (which drops the batch mid-flight) is counted
-        // here; settled when the processor returned normally.
-        let spare = batch.acks.clone();
-        match catch_unwind(AssertUnwindSafe(|| p.process(batch, out))) {
-            Ok(()) => delivered_all(spare),
-            Err(panic) => {
-                self.lose(items, spare);
-                self.fail(&*panic);
-            }
+        // A panic unwinds through the batch, and dropping it unsettled fails its acks.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| p.process(batch, out))) {
+            self.failed_items.inc_by(items);
+            self.fail(&*panic);
         }
     }
 
@@ -382,6 +411,42 @@ mod tests {
         drop(b2);
         assert_eq!(budget.used(), 0);
         c.consume(Batch::new(payload(300))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deliver_waits_for_room_and_gives_the_batch_back_at_shutdown() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let (accepted, refused) = (Counter::default(), Counter::default());
+        let c = Consumer::new(
+            Signal::Logs,
+            vec![tx],
+            MemoryBudget::unlimited(),
+            Duration::from_millis(10),
+            accepted.clone(),
+            refused.clone(),
+        );
+        c.consume(Batch::new(payload(10))).await.unwrap();
+        // The channel is full: deliver keeps trying until the pipeline makes room.
+        let drain = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rx.recv().await.unwrap()
+        };
+        let (r, _) = tokio::join!(c.deliver(Batch::new(payload(10)), None), drain);
+        assert!(r.is_ok());
+        assert!(rx.recv().await.is_some(), "the delivered batch arrived");
+        // Counted once however many tries it took.
+        assert_eq!((accepted.get(), refused.get()), (2, 0));
+        // Full again; shutdown ends the wait and hands the batch back, counted refused once.
+        c.consume(Batch::new(payload(10))).await.unwrap();
+        let stop = CancellationToken::new();
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        };
+        let (r, _) = tokio::join!(c.deliver(Batch::new(payload(10)), Some(&stop)), cancel);
+        let back = r.expect_err("not delivered before shutdown");
+        assert_eq!(back.payload.items(), 1);
+        assert_eq!(refused.get(), 1);
     }
 
     #[tokio::test]

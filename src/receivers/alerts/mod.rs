@@ -11,11 +11,10 @@ use crate::component::{
 };
 use crate::config::{component_config, ConfigError, Source};
 use crate::pipeline::alerts::{alerts_request, Alert};
-use crate::pipeline::{Batch, Consumer, Payload, Refused};
+use crate::pipeline::{Batch, Consumer, Payload};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,24 +99,9 @@ impl Receiver for AlertsReceiver {
 /// Puts one alert into the logs pipelines, waiting for room: internal data has no client
 /// to retry for it.
 async fn deliver(consumer: &Consumer, alert: Alert) {
-    let req = alerts_request([&alert]);
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match consumer
-            .consume(Batch::new(Payload::Logs(req.clone())))
-            .await
-        {
-            Ok(()) => break,
-            Err(Refused::ShuttingDown) => {
-                tracing::error!(alert = %alert.name, summary = %alert.summary, "pipeline closed; alert logged here only");
-                break;
-            }
-            // Internal data has no client to retry for it: wait for room.
-            Err(Refused::Full) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
+    let batch = Batch::new(Payload::Logs(alerts_request([&alert])));
+    if consumer.deliver(batch, None).await.is_err() {
+        tracing::error!(alert = %alert.name, summary = %alert.summary, "pipeline closed; alert logged here only");
     }
 }
 
@@ -129,6 +113,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
     use prometheus_client::metrics::counter::Counter;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn alerts_enter_the_logs_pipeline_as_records() {

@@ -20,7 +20,7 @@ use crate::component::{
 };
 use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
 use crate::otlp::Timestamp;
-use crate::pipeline::{Batch, Consumer, Payload, Refused};
+use crate::pipeline::{Batch, Consumer, Payload};
 use crate::service::health::{ComponentHealth, State};
 use client::{ApiError, Auth, Client};
 use futures_util::future::BoxFuture;
@@ -396,7 +396,12 @@ async fn poll_loop(
             _ = shutdown.cancelled() => return,
             r = poll => r,
         };
-        deliver(&shared.consumer, req, &shutdown).await;
+        // A poll's data is dropped (and counted as refused) when the service shuts down
+        // before the pipelines had room for it.
+        let _ = shared
+            .consumer
+            .deliver(Batch::new(Payload::Metrics(req)), Some(&shutdown))
+            .await;
     }
 }
 
@@ -512,29 +517,6 @@ fn detail(bots: &[Arc<Bot>]) -> String {
         lines.push(line);
     }
     lines.join("; ")
-}
-
-/// Puts one poll's metrics into the pipelines, waiting for room (internal data has no
-/// client to retry for it); a poll's data is dropped when the service shuts down.
-async fn deliver(
-    consumer: &Consumer,
-    req: opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
-    shutdown: &CancellationToken,
-) {
-    let payload = Payload::Metrics(req);
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match consumer.consume(Batch::new(payload.clone())).await {
-            Ok(()) | Err(Refused::ShuttingDown) => return,
-            Err(Refused::Full) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
