@@ -7,7 +7,6 @@ use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 use tradewatch::otlp::wire::{self, Counts, WireError};
 
@@ -24,52 +23,8 @@ fn agree<M: Message + Default>(
     }
 }
 
-fn traces(m: &ExportTraceServiceRequest) -> Counts {
-    Counts {
-        resources: m.resource_spans.len() as u32,
-        items: m
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len() as u64)
-            .sum(),
-    }
-}
-
-fn metrics(m: &ExportMetricsServiceRequest) -> Counts {
-    Counts {
-        resources: m.resource_metrics.len() as u32,
-        items: m
-            .resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .flat_map(|s| &s.metrics)
-            .map(|m| match &m.data {
-                None => 0,
-                Some(Data::Gauge(g)) => g.data_points.len() as u64,
-                Some(Data::Sum(s)) => s.data_points.len() as u64,
-                Some(Data::Histogram(h)) => h.data_points.len() as u64,
-                Some(Data::ExponentialHistogram(e)) => e.data_points.len() as u64,
-                Some(Data::Summary(s)) => s.data_points.len() as u64,
-            })
-            .sum(),
-    }
-}
-
-fn logs(m: &ExportLogsServiceRequest) -> Counts {
-    Counts {
-        resources: m.resource_logs.len() as u32,
-        items: m
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len() as u64)
-            .sum(),
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    agree("traces", data, wire::scan_traces, traces);
-    agree("metrics", data, wire::scan_metrics, metrics);
-    agree("logs", data, wire::scan_logs, logs);
+    agree("traces", data, wire::scan_traces, Counts::of_traces);
+    agree("metrics", data, wire::scan_metrics, Counts::of_metrics);
+    agree("logs", data, wire::scan_logs, Counts::of_logs);
 });

@@ -29,6 +29,10 @@
 //! counts are the sum of the two. Batching can therefore join encoded requests
 //! without re-encoding them.
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use std::cell::Cell;
 use std::str;
 
@@ -39,6 +43,60 @@ pub struct Counts {
     pub resources: u32,
     /// Spans, metric data points (all five metric kinds) or log records.
     pub items: u64,
+}
+
+/// The same counts read off decoded requests: what the scanner must agree with (its
+/// tests and the `wire_diff` fuzz target compare the two), and how a decoded payload
+/// counts its items.
+impl Counts {
+    pub fn of_traces(r: &ExportTraceServiceRequest) -> Counts {
+        Counts {
+            resources: r.resource_spans.len() as u32,
+            items: r
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum(),
+        }
+    }
+
+    pub fn of_metrics(r: &ExportMetricsServiceRequest) -> Counts {
+        Counts {
+            resources: r.resource_metrics.len() as u32,
+            items: r
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| metric_points(m.data.as_ref()))
+                .sum(),
+        }
+    }
+
+    pub fn of_logs(r: &ExportLogsServiceRequest) -> Counts {
+        Counts {
+            resources: r.resource_logs.len() as u32,
+            items: r
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len() as u64)
+                .sum(),
+        }
+    }
+}
+
+/// Data points in one metric, whatever its kind.
+pub fn metric_points(data: Option<&Data>) -> u64 {
+    match data {
+        Some(Data::Gauge(g)) => g.data_points.len() as u64,
+        Some(Data::Sum(s)) => s.data_points.len() as u64,
+        Some(Data::Histogram(h)) => h.data_points.len() as u64,
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len() as u64,
+        Some(Data::Summary(s)) => s.data_points.len() as u64,
+        None => 0,
+    }
 }
 
 /// Why an encoded request was rejected. Offsets are byte positions in the
@@ -1365,9 +1423,6 @@ fn exemplar(buf: &[u8], pos: usize, depth: u32) -> Scan<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{
         any_value::Value, AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue,
         KeyValueList,
@@ -1766,50 +1821,6 @@ mod tests {
 
     // ----- counts from decoded structures -----
 
-    fn count_traces(m: &ExportTraceServiceRequest) -> Counts {
-        Counts {
-            resources: m.resource_spans.len() as u32,
-            items: m
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum(),
-        }
-    }
-
-    fn count_metrics(m: &ExportMetricsServiceRequest) -> Counts {
-        Counts {
-            resources: m.resource_metrics.len() as u32,
-            items: m
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| match &m.data {
-                    None => 0,
-                    Some(Data::Gauge(g)) => g.data_points.len() as u64,
-                    Some(Data::Sum(s)) => s.data_points.len() as u64,
-                    Some(Data::Histogram(h)) => h.data_points.len() as u64,
-                    Some(Data::ExponentialHistogram(e)) => e.data_points.len() as u64,
-                    Some(Data::Summary(s)) => s.data_points.len() as u64,
-                })
-                .sum(),
-        }
-    }
-
-    fn count_logs(m: &ExportLogsServiceRequest) -> Counts {
-        Counts {
-            resources: m.resource_logs.len() as u32,
-            items: m
-                .resource_logs
-                .iter()
-                .flat_map(|r| &r.scope_logs)
-                .map(|s| s.log_records.len() as u64)
-                .sum(),
-        }
-    }
-
     fn hex(buf: &[u8]) -> String {
         buf.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -1929,7 +1940,7 @@ mod tests {
         let c = scan_traces(&buf).unwrap();
         assert_eq!(
             c,
-            count_traces(&ExportTraceServiceRequest::decode(&buf[..]).unwrap())
+            Counts::of_traces(&ExportTraceServiceRequest::decode(&buf[..]).unwrap())
         );
         assert_eq!(
             c,
@@ -1944,7 +1955,7 @@ mod tests {
         let c = scan_metrics(&buf).unwrap();
         assert_eq!(
             c,
-            count_metrics(&ExportMetricsServiceRequest::decode(&buf[..]).unwrap())
+            Counts::of_metrics(&ExportMetricsServiceRequest::decode(&buf[..]).unwrap())
         );
         assert_eq!(
             c,
@@ -1959,7 +1970,7 @@ mod tests {
         let c = scan_logs(&buf).unwrap();
         assert_eq!(
             c,
-            count_logs(&ExportLogsServiceRequest::decode(&buf[..]).unwrap())
+            Counts::of_logs(&ExportLogsServiceRequest::decode(&buf[..]).unwrap())
         );
         assert_eq!(c.resources, 3);
         assert_eq!(c.items, 2 * 9 + 2 * (5 + 4));
@@ -1974,9 +1985,9 @@ mod tests {
         ];
         let metric_seeds = vec![metrics(&mut rng, 1).encode_to_vec()];
         let log_seeds = vec![logs(&mut rng, 1, 1).encode_to_vec()];
-        let t = mutate_and_compare(&trace_seeds, scan_traces, count_traces, &mut rng);
-        let m = mutate_and_compare(&metric_seeds, scan_metrics, count_metrics, &mut rng);
-        let l = mutate_and_compare(&log_seeds, scan_logs, count_logs, &mut rng);
+        let t = mutate_and_compare(&trace_seeds, scan_traces, Counts::of_traces, &mut rng);
+        let m = mutate_and_compare(&metric_seeds, scan_metrics, Counts::of_metrics, &mut rng);
+        let l = mutate_and_compare(&log_seeds, scan_logs, Counts::of_logs, &mut rng);
         println!("differential: {t} trace, {m} metric, {l} log inputs");
         assert!(t > 10_000 && m > 10_000 && l > 5_000);
     }
@@ -1999,28 +2010,28 @@ mod tests {
             resources: x.resources + y.resources,
             items: x.items + y.items,
         };
-        assert_eq!(scan_traces(&joined).unwrap(), count_traces(&decoded));
+        assert_eq!(scan_traces(&joined).unwrap(), Counts::of_traces(&decoded));
         assert_eq!(
             scan_traces(&joined).unwrap(),
-            sum(count_traces(&a), count_traces(&b))
+            sum(Counts::of_traces(&a), Counts::of_traces(&b))
         );
 
         let (a, b) = (metrics(&mut rng, 1), metrics(&mut rng, 2));
         let joined = [a.encode_to_vec(), b.encode_to_vec()].concat();
         let decoded = ExportMetricsServiceRequest::decode(&joined[..]).unwrap();
-        assert_eq!(scan_metrics(&joined).unwrap(), count_metrics(&decoded));
+        assert_eq!(scan_metrics(&joined).unwrap(), Counts::of_metrics(&decoded));
         assert_eq!(
             scan_metrics(&joined).unwrap(),
-            sum(count_metrics(&a), count_metrics(&b))
+            sum(Counts::of_metrics(&a), Counts::of_metrics(&b))
         );
 
         let (a, b) = (logs(&mut rng, 2, 2), logs(&mut rng, 1, 2));
         let joined = [a.encode_to_vec(), b.encode_to_vec()].concat();
         let decoded = ExportLogsServiceRequest::decode(&joined[..]).unwrap();
-        assert_eq!(scan_logs(&joined).unwrap(), count_logs(&decoded));
+        assert_eq!(scan_logs(&joined).unwrap(), Counts::of_logs(&decoded));
         assert_eq!(
             scan_logs(&joined).unwrap(),
-            sum(count_logs(&a), count_logs(&b))
+            sum(Counts::of_logs(&a), Counts::of_logs(&b))
         );
     }
 
@@ -2054,17 +2065,17 @@ mod tests {
     }
 
     fn check_traces(buf: &[u8]) -> Result<Counts, WireError> {
-        agree::<ExportTraceServiceRequest>(buf, scan_traces, count_traces);
+        agree::<ExportTraceServiceRequest>(buf, scan_traces, Counts::of_traces);
         scan_traces(buf)
     }
 
     fn check_logs(buf: &[u8]) -> Result<Counts, WireError> {
-        agree::<ExportLogsServiceRequest>(buf, scan_logs, count_logs);
+        agree::<ExportLogsServiceRequest>(buf, scan_logs, Counts::of_logs);
         scan_logs(buf)
     }
 
     fn check_metrics(buf: &[u8]) -> Result<Counts, WireError> {
-        agree::<ExportMetricsServiceRequest>(buf, scan_metrics, count_metrics);
+        agree::<ExportMetricsServiceRequest>(buf, scan_metrics, Counts::of_metrics);
         scan_metrics(buf)
     }
 

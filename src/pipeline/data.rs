@@ -14,7 +14,6 @@ use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
 };
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 use std::borrow::Cow;
 
@@ -69,25 +68,9 @@ impl Payload {
     pub fn items(&self) -> u64 {
         match self {
             Payload::Encoded { items, .. } => *items,
-            Payload::Traces(r) => r
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum(),
-            Payload::Metrics(r) => r
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| metric_points(m.data.as_ref()))
-                .sum(),
-            Payload::Logs(r) => r
-                .resource_logs
-                .iter()
-                .flat_map(|r| &r.scope_logs)
-                .map(|s| s.log_records.len() as u64)
-                .sum(),
+            Payload::Traces(r) => wire::Counts::of_traces(r).items,
+            Payload::Metrics(r) => wire::Counts::of_metrics(r).items,
+            Payload::Logs(r) => wire::Counts::of_logs(r).items,
         }
     }
 
@@ -213,17 +196,7 @@ fn append_encoded(p: &Payload, buf: &mut BytesMut) {
     }
 }
 
-/// Data points in one metric, whatever its kind.
-pub fn metric_points(data: Option<&Data>) -> u64 {
-    match data {
-        Some(Data::Gauge(g)) => g.data_points.len() as u64,
-        Some(Data::Sum(s)) => s.data_points.len() as u64,
-        Some(Data::Histogram(h)) => h.data_points.len() as u64,
-        Some(Data::ExponentialHistogram(h)) => h.data_points.len() as u64,
-        Some(Data::Summary(s)) => s.data_points.len() as u64,
-        None => 0,
-    }
-}
+pub use crate::otlp::wire::metric_points;
 
 /// A payload on its way through a pipeline, with the acknowledgements it carries and
 /// the memory it holds.
