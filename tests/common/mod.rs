@@ -8,14 +8,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// A loopback port nobody listens on now, and one this test process has never handed
+/// out before. The OS picks it (bind to port 0, then release it); remembering what was
+/// handed out matters because tests run in parallel threads: a port that one test's
+/// collector released (a peer stopped to simulate an outage) must not become another
+/// test's listener, or data crosses between tests.
 pub fn free_port() -> u16 {
-    // Bind to port 0 and let the OS pick; the listener is dropped before use, which
-    // is racy only against other processes grabbing the same port in that instant.
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn repo_root() -> PathBuf {
