@@ -159,12 +159,24 @@ exporters = ["nop"]
 
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("http://127.0.0.1:{service}/status"))
-        .send()
-        .await
-        .is_err()
-    {
+    // The service port answers from the start of start-up; data waits for "running"
+    // (every receiver listening).
+    loop {
+        let running = match http
+            .get(format!("http://127.0.0.1:{service}/health"))
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains(r#""phase":"running""#),
+            Err(_) => false,
+        };
+        if running {
+            break;
+        }
         assert!(Instant::now() < deadline, "the service never came up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
