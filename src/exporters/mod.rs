@@ -2,6 +2,7 @@
 //! [`crate::component::Exporter`]; `crate::pipeline::sending` gives all of them the same
 //! queue, retries and counters. `crate::registry` lists them.
 
+pub mod alerting;
 pub mod debug;
 pub mod file;
 pub mod nop;
