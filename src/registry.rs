@@ -16,6 +16,7 @@ pub fn builtin() -> Registry {
         processors: vec![
             ("batch", crate::processors::batch::parse),
             ("resource", crate::processors::resource::parse),
+            ("risk", crate::processors::risk::parse),
             (
                 "ratio_to_percent",
                 crate::processors::ratio_to_percent::parse,

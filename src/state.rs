@@ -28,6 +28,11 @@ impl StateDir {
         }
     }
 
+    /// A directory chosen by the user (`state_dir = "data/risk"`), used as it is.
+    pub fn at(dir: PathBuf) -> StateDir {
+        StateDir { dir }
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }

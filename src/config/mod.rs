@@ -336,6 +336,31 @@ impl Source {
         true
     }
 
+    /// An error about `key`, placed at the first `at` written inside `span` (a key of an
+    /// inline table or of one table in an array of tables), else at the span's start.
+    pub fn error_in_span(
+        &self,
+        span: Range<usize>,
+        at: &str,
+        key: String,
+        message: String,
+    ) -> ConfigError {
+        // The span of a table in an array of tables may cover its header only: look on
+        // to the next header.
+        let body = self.text.get(span.start..).unwrap_or_default();
+        let first_line = body.find('\n').map_or(body.len(), |i| i + 1);
+        let end = body[first_line..]
+            .find("\n[")
+            .map_or(body.len(), |i| first_line + i + 1)
+            .max(span.end - span.start);
+        let offset = span.start
+            + body
+                .get(..end.min(body.len()))
+                .and_then(|t| t.find(at))
+                .map_or(0, |i| i + usize::from(at.starts_with('\n')));
+        self.located(Some(offset..offset), key, message)
+    }
+
     /// An error at `span` about exactly `key`.
     pub fn error_span_key(&self, span: Range<usize>, key: String, message: String) -> ConfigError {
         self.located(Some(span), key, message)

@@ -4,3 +4,4 @@
 pub mod batch;
 pub mod ratio_to_percent;
 pub mod resource;
+pub mod risk;

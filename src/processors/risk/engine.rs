@@ -1,0 +1,1124 @@
+//! The risk engine: one per processor id, shared by its instances in every pipeline.
+
+use super::config::{Action, Limits, Settings};
+use super::rules::{fingerprint, Level, Nanos, RuleSet, Sample, SavedSeries, Transition};
+use super::saver::{Saver, FILE};
+use crate::component::{BuildContext, BuildError};
+use crate::otlp::{attr, for_each_metric_point, MetricsBuilder, Timestamp};
+use crate::pipeline::alerts::{Alert, AlertSink, AlertState, Severity};
+use crate::pipeline::controls::Controls;
+use crate::receivers::freqtrade::BotControlHandle;
+use crate::service::health::ComponentHealth;
+use crate::state::StateDir;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The limits, in evaluation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    MaxDrawdown,
+    MaxOpenTrades,
+    MaxLeverage,
+    MaxDailyLoss,
+    MonitoringFailure,
+}
+
+impl Limit {
+    pub const ORDER: [Limit; 5] = [
+        Limit::MaxDrawdown,
+        Limit::MaxOpenTrades,
+        Limit::MaxLeverage,
+        Limit::MaxDailyLoss,
+        Limit::MonitoringFailure,
+    ];
+
+    /// The config key of the limit.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown => "max_drawdown_pct",
+            Limit::MaxOpenTrades => "max_open_trades",
+            Limit::MaxLeverage => "max_leverage",
+            Limit::MaxDailyLoss => "max_daily_loss_pct",
+            Limit::MonitoringFailure => "fail_closed_after",
+        }
+    }
+
+    /// `alert.name` of its breach.
+    pub fn alert_name(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown => "MaxDrawdownBreached",
+            Limit::MaxOpenTrades => "MaxOpenTradesBreached",
+            Limit::MaxLeverage => "MaxLeverageBreached",
+            Limit::MaxDailyLoss => "MaxDailyLossBreached",
+            Limit::MonitoringFailure => "MonitoringFailure",
+        }
+    }
+
+    /// The `limit` label: what was measured.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown => "drawdown_pct",
+            Limit::MaxOpenTrades => "open_trades",
+            Limit::MaxLeverage => "leverage",
+            Limit::MaxDailyLoss => "daily_loss_pct",
+            Limit::MonitoringFailure => "consecutive_failures",
+        }
+    }
+
+    fn threshold(self, l: &Limits) -> Option<f64> {
+        match self {
+            Limit::MaxDrawdown => Some(l.max_drawdown_pct),
+            Limit::MaxOpenTrades => Some(l.max_open_trades),
+            Limit::MaxLeverage => Some(l.max_leverage),
+            Limit::MaxDailyLoss => l.max_daily_loss_pct,
+            Limit::MonitoringFailure => Some(l.fail_closed_after as f64),
+        }
+    }
+
+    /// Whether `value` breaches `threshold`: reaching a loss limit trips it, counts and
+    /// leverage must exceed theirs.
+    fn breached(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Limit::MaxDrawdown | Limit::MaxDailyLoss | Limit::MonitoringFailure => {
+                value >= threshold
+            }
+            Limit::MaxOpenTrades | Limit::MaxLeverage => value > threshold,
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown | Limit::MaxDailyLoss | Limit::MonitoringFailure => "≥",
+            Limit::MaxOpenTrades | Limit::MaxLeverage => ">",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown | Limit::MaxDailyLoss => "%",
+            _ => "",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Breach {
+    since: Nanos,
+    value: f64,
+    threshold: f64,
+}
+
+/// The action of one breach run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct ActionState {
+    action: Option<Action>,
+    /// What the bot answered when the action succeeded.
+    done: Option<String>,
+    attempts: u32,
+    last_error: Option<String>,
+    #[serde(skip)]
+    in_flight: bool,
+    #[serde(skip)]
+    next_try: Nanos,
+    failure_alerted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Run {
+    since: Nanos,
+    action: ActionState,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct BotRisk {
+    #[serde(default)]
+    strategy: Option<String>,
+    breaches: BTreeMap<Limit, Breach>,
+    run: Option<Run>,
+    /// The latest value of each input, for the state metrics and `/status`.
+    #[serde(skip)]
+    values: BTreeMap<Limit, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct DailyBase {
+    /// Days since the epoch (UTC).
+    day: u64,
+    profit: f64,
+    balance: f64,
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    bots: BTreeMap<String, BotRisk>,
+    #[serde(default)]
+    daily: BTreeMap<String, DailyBase>,
+    #[serde(default)]
+    rules: Vec<SavedSeries>,
+}
+
+/// One bot's inputs found in a batch.
+#[derive(Debug, Default)]
+struct Observed {
+    strategy: Option<String>,
+    drawdown_pct: Option<f64>,
+    open_trades: Option<f64>,
+    max_leverage: Option<f64>,
+    failures: Option<f64>,
+    profit: Option<f64>,
+    balance: Option<f64>,
+    daily_pnl_pct: Option<f64>,
+}
+
+struct Counters {
+    breaches: Counter,
+    actions_ok: Counter,
+    actions_failed: Counter,
+    alerts: Counter,
+    undecodable: Counter,
+}
+
+pub struct Engine {
+    settings: Arc<Settings>,
+    id: String,
+    bots: BTreeMap<String, BotRisk>,
+    daily: BTreeMap<String, DailyBase>,
+    rules: RuleSet,
+    alerts: AlertSink,
+    controls: Controls,
+    saver: Saver,
+    health: Arc<ComponentHealth>,
+    counters: Counters,
+}
+
+pub fn now_nanos() -> Nanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
+    match v.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        any_value::Value::DoubleValue(d) => Some(d.to_string()),
+        any_value::Value::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn texts(kvs: &[KeyValue]) -> Vec<(String, String)> {
+    kvs.iter()
+        .filter_map(|kv| text(&kv.value).map(|v| (kv.key.clone(), v)))
+        .collect()
+}
+
+fn str_attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    kvs.iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+impl Engine {
+    pub fn new(settings: Arc<Settings>, ctx: &BuildContext) -> Result<Engine, BuildError> {
+        let state = match &settings.state_dir {
+            Some(dir) => StateDir::at(dir.clone()),
+            None => ctx.state.clone(),
+        };
+        let health = ctx.health.clone();
+        let counters = Counters {
+            breaches: health.counter(
+                "risk_breaches",
+                "Limits that became breached (one per limit and breach).",
+                &[],
+            ),
+            actions_ok: health.counter(
+                "risk_actions",
+                "Circuit-breaker actions run on bots, by result.",
+                &[("result", "ok")],
+            ),
+            actions_failed: health.counter(
+                "risk_actions",
+                "Circuit-breaker actions run on bots, by result.",
+                &[("result", "failed")],
+            ),
+            alerts: health.counter(
+                "risk_alerts",
+                "Alert records raised (breaches, recoveries, rule state changes).",
+                &[],
+            ),
+            undecodable: health.counter(
+                "risk_undecodable_batches",
+                "Batches that could not be decoded, passed on unevaluated.",
+                &[],
+            ),
+        };
+        let write_failures = health.counter(
+            "risk_state_write_failures",
+            "Failed writes of the risk state file.",
+            &[],
+        );
+        let mut rules = RuleSet::new(settings.rules.clone());
+        let mut saved = Saved::default();
+        match state.read_blocking(FILE) {
+            Ok(None) => {}
+            Ok(Some(bytes)) => match serde_json::from_slice::<Saved>(&bytes) {
+                Ok(s) => saved = s,
+                Err(e) => {
+                    // A damaged file must not stop the monitoring: keep it aside, start
+                    // clean, and say so loudly.
+                    let aside = state.path().join(format!("{FILE}.corrupt"));
+                    let _ = std::fs::rename(state.path().join(FILE), &aside);
+                    let msg = format!(
+                        "the risk state {} is damaged ({e}); moved to {} and starting without breach state",
+                        state.path().join(FILE).display(),
+                        aside.display()
+                    );
+                    tracing::error!("{msg}");
+                    health.report_error(crate::service::health::State::Degraded, msg);
+                }
+            },
+            Err(e) => {
+                return Err(BuildError::new(
+                    &ctx.id,
+                    format!(
+                        "cannot read the risk state {}: {e}",
+                        state.path().join(FILE).display()
+                    ),
+                ))
+            }
+        }
+        rules.restore(saved.rules);
+        if !saved.bots.is_empty() {
+            let in_run: Vec<&String> = saved
+                .bots
+                .iter()
+                .filter(|(_, b)| b.run.is_some())
+                .map(|(n, _)| n)
+                .collect();
+            tracing::info!(processor = %ctx.id, bots_in_breach = ?in_run, "risk state restored");
+        }
+        let saver = Saver::start(state, health.clone(), write_failures);
+        let engine = Engine {
+            settings,
+            id: ctx.id.to_string(),
+            bots: saved.bots,
+            daily: saved.daily,
+            rules,
+            alerts: ctx.alerts.clone(),
+            controls: ctx.controls.clone(),
+            saver,
+            health: health.clone(),
+            counters,
+        };
+        Ok(engine)
+    }
+
+    pub fn saver(&self) -> Saver {
+        self.saver.clone()
+    }
+
+    pub fn needs_ticks(&self) -> bool {
+        // Pending actions are retried on ticks too.
+        true
+    }
+
+    pub fn undecodable(&self, e: prost::DecodeError) {
+        self.counters.undecodable.inc();
+        tracing::warn!(processor = %self.id, "undecodable metrics batch passed on unevaluated: {e}");
+    }
+
+    /// Evaluates one request; returns the risk state metrics to append to it.
+    pub fn process(
+        engine: &Arc<Mutex<Engine>>,
+        req: &ExportMetricsServiceRequest,
+    ) -> Vec<ResourceMetrics> {
+        let now = now_nanos();
+        let mut guard = engine.lock().unwrap_or_else(|e| e.into_inner());
+        let e = &mut *guard;
+        let inputs = &e.settings.inputs;
+        let mut observed: BTreeMap<String, Observed> = BTreeMap::new();
+        let mut transitions = Vec::new();
+        let mut rule_levels: Vec<(usize, Vec<(String, String)>)> = Vec::new();
+        let mut resource_text: Option<(usize, Vec<(String, String)>)> = None;
+        let mut resource_no = 0usize;
+        let mut last_resource: *const () = std::ptr::null();
+        for_each_metric_point(req, |m, p| {
+            let name = m.metric.name.as_str();
+            let watched = e.rules.watches(name);
+            let input = name == inputs.drawdown
+                || name == inputs.open_trades
+                || name == inputs.leverage
+                || name == inputs.consecutive_failures
+                || name == inputs.profit
+                || name == inputs.balance
+                || (!inputs.daily_pnl_pct.is_empty() && name == inputs.daily_pnl_pct);
+            if !watched && !input {
+                return;
+            }
+            let Some(value) = p.value() else { return };
+            if !value.is_finite() {
+                return;
+            }
+            let attrs = p.attributes();
+            if input {
+                if let Some(bot) = str_attr(attrs, &inputs.bot_attribute) {
+                    let o = observed.entry(bot.to_owned()).or_default();
+                    if o.strategy.is_none() {
+                        o.strategy = str_attr(attrs, "strategy").map(str::to_owned);
+                    }
+                    let pct = |v: f64| if m.metric.unit == "%" { v } else { v * 100.0 };
+                    if name == inputs.drawdown {
+                        o.drawdown_pct = Some(pct(value));
+                    } else if name == inputs.open_trades {
+                        o.open_trades = Some(value);
+                    } else if name == inputs.leverage {
+                        o.max_leverage = Some(o.max_leverage.map_or(value, |l| l.max(value)));
+                    } else if name == inputs.consecutive_failures {
+                        o.failures = Some(value);
+                    } else if name == inputs.profit {
+                        o.profit = Some(value);
+                    } else if name == inputs.balance {
+                        o.balance = Some(value);
+                    } else {
+                        o.daily_pnl_pct = Some(value);
+                    }
+                }
+            }
+            if watched {
+                let res_ptr = m
+                    .resource
+                    .map_or(std::ptr::null(), |r| r as *const _ as *const ());
+                if res_ptr != last_resource || resource_text.is_none() {
+                    last_resource = res_ptr;
+                    resource_no += 1;
+                    resource_text = Some((
+                        resource_no,
+                        m.resource.map(|r| texts(&r.attributes)).unwrap_or_default(),
+                    ));
+                }
+                let point_attrs = texts(attrs);
+                let start = match p {
+                    crate::otlp::PointRef::Number(n) => n.start_time_unix_nano,
+                    _ => 0,
+                };
+                e.rules.observe(
+                    &Sample {
+                        metric: name,
+                        kind: m.kind,
+                        attrs: &point_attrs,
+                        resource: &resource_text.as_ref().expect("set above").1,
+                        value,
+                        start_unix_nano: start,
+                        time_unix_nano: p.time_unix_nano(),
+                    },
+                    now,
+                    &mut transitions,
+                );
+                if e.settings.emit_state_metrics {
+                    let resource = &resource_text.as_ref().expect("set above").1;
+                    for i in e.rules.rules_on(name) {
+                        rule_levels.push((i, e.rules.labels_of(i, &point_attrs, resource)));
+                    }
+                }
+            }
+        });
+        let mut changed = !transitions.is_empty();
+        for t in transitions {
+            e.rule_alert(&t);
+        }
+        let mut out = Vec::new();
+        let mut metrics = MetricsBuilder::new();
+        let mut any_metrics = false;
+        if e.settings.emit_state_metrics {
+            metrics
+                .resource([attr("service.name", "tradewatch")])
+                .scope("tradewatch.risk", env!("CARGO_PKG_VERSION"));
+        }
+        for (bot, o) in observed {
+            changed |= e.evaluate_bot(engine, &bot, o, now);
+            if e.settings.emit_state_metrics {
+                e.state_metrics(&mut metrics, &bot);
+                any_metrics = true;
+            }
+        }
+        if e.settings.emit_state_metrics && !rule_levels.is_empty() {
+            e.rule_metrics(&mut metrics, &rule_levels);
+            any_metrics = true;
+        }
+        if changed || e.rules.take_dirty() {
+            e.persist();
+        }
+        if any_metrics {
+            out.extend(metrics.build().resource_metrics);
+        }
+        out
+    }
+
+    /// Timers: rule `for`s and missing series, and retries of failed actions.
+    pub fn tick(engine: &Arc<Mutex<Engine>>) {
+        let now = now_nanos();
+        let mut guard = engine.lock().unwrap_or_else(|e| e.into_inner());
+        let e = &mut *guard;
+        let mut transitions = Vec::new();
+        e.rules.tick(now, &mut transitions);
+        for t in &transitions {
+            e.rule_alert(t);
+        }
+        let due: Vec<String> = e
+            .bots
+            .iter()
+            .filter(|(_, b)| {
+                b.run.as_ref().is_some_and(|r| {
+                    r.action.action.is_some_and(|a| a != Action::AlertOnly)
+                        && r.action.done.is_none()
+                        && !r.action.in_flight
+                        && r.action.next_try <= now
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for bot in due {
+            e.start_action(engine, &bot, now);
+        }
+        if e.rules.take_dirty() || !transitions.is_empty() {
+            e.persist();
+        }
+    }
+
+    /// Checks one bot's limits in order; runs the action at the start of a breach run.
+    /// Returns whether the state changed.
+    fn evaluate_bot(
+        &mut self,
+        engine: &Arc<Mutex<Engine>>,
+        bot: &str,
+        o: Observed,
+        now: Nanos,
+    ) -> bool {
+        let limits = self.settings.limits(bot).clone();
+        let daily = self.daily_loss(bot, &o, now);
+        let mut changed = false;
+        let state = self.bots.entry(bot.to_owned()).or_default();
+        if o.strategy.is_some() && state.strategy != o.strategy {
+            state.strategy = o.strategy.clone();
+        }
+        let leverage = match (o.max_leverage, o.open_trades) {
+            (Some(l), _) => Some(l),
+            // The open trades were reported and none had a leverage point: none is open.
+            (None, Some(_)) => Some(0.0),
+            (None, None) => None,
+        };
+        let values = [
+            (Limit::MaxDrawdown, o.drawdown_pct),
+            (Limit::MaxOpenTrades, o.open_trades),
+            (Limit::MaxLeverage, leverage),
+            (Limit::MaxDailyLoss, daily),
+            (Limit::MonitoringFailure, o.failures),
+        ];
+        let was_in_run = state.run.is_some();
+        let mut newly = Vec::new();
+        let mut recovered = Vec::new();
+        for (limit, value) in values {
+            let Some(value) = value else { continue };
+            state.values.insert(limit, value);
+            let Some(threshold) = limit.threshold(&limits) else {
+                continue;
+            };
+            let breached = limit.breached(value, threshold);
+            match (breached, state.breaches.contains_key(&limit)) {
+                (true, false) => {
+                    state.breaches.insert(
+                        limit,
+                        Breach {
+                            since: now,
+                            value,
+                            threshold,
+                        },
+                    );
+                    newly.push((limit, value, threshold));
+                }
+                (false, true) => {
+                    let b = state.breaches.remove(&limit).expect("present");
+                    recovered.push((limit, value, b));
+                }
+                _ => {}
+            }
+        }
+        let strategy = state.strategy.clone();
+        if !newly.is_empty() && state.run.is_none() {
+            state.run = Some(Run {
+                since: now,
+                action: ActionState {
+                    action: Some(limits.action),
+                    ..Default::default()
+                },
+            });
+        }
+        let run_ended = was_in_run && state.breaches.is_empty();
+        // A failed action's alert resolves with its run.
+        let failure_alerted =
+            run_ended && state.run.as_ref().is_some_and(|r| r.action.failure_alerted);
+        if state.breaches.is_empty() {
+            state.run = None;
+        }
+        let start_action = !was_in_run && state.run.is_some() && limits.action != Action::AlertOnly;
+        for (limit, value, threshold) in newly {
+            changed = true;
+            self.counters.breaches.inc();
+            let action = if limits.action == Action::AlertOnly {
+                "alert_only".to_owned()
+            } else if start_action {
+                limits.action.as_str().to_owned()
+            } else {
+                // Part of a run whose action already ran (or is running).
+                format!("{} (breach run in progress)", limits.action.as_str())
+            };
+            let verb = match limits.action {
+                Action::Pause => "pausing the bot",
+                Action::Stop => "stopping the bot",
+                Action::AlertOnly => "alert only",
+            };
+            let summary = format!(
+                "{bot}: {} {}{} {} limit {}{} — {}",
+                limit.label().replace('_', " "),
+                fmt_num(value),
+                limit.unit(),
+                limit.op(),
+                fmt_num(threshold),
+                limit.unit(),
+                if start_action {
+                    verb
+                } else {
+                    "breach run already in progress"
+                }
+            );
+            let mut attributes = vec![
+                attr("bot", bot),
+                attr("limit", limit.key()),
+                attr("value", value),
+                attr("threshold", threshold),
+                attr("action", action),
+            ];
+            if let Some(s) = &strategy {
+                attributes.push(attr("strategy", s.as_str()));
+            }
+            self.raise(Alert {
+                name: limit.alert_name().into(),
+                state: AlertState::Firing,
+                severity: Severity::Critical,
+                summary,
+                fingerprint: fingerprint(limit.alert_name(), &[("bot".into(), bot.into())]),
+                attributes,
+                trace_id: None,
+                source: self.id.clone(),
+            });
+        }
+        for (limit, value, breach) in recovered {
+            changed = true;
+            let mut attributes = vec![
+                attr("bot", bot),
+                attr("limit", limit.key()),
+                attr("value", value),
+                attr("threshold", breach.threshold),
+                attr("alert.resolves_severity", "critical"),
+                attr(
+                    "breach.duration_seconds",
+                    (now.saturating_sub(breach.since) / 1_000_000_000) as i64,
+                ),
+            ];
+            if let Some(s) = &strategy {
+                attributes.push(attr("strategy", s.as_str()));
+            }
+            self.raise(Alert {
+                name: limit.alert_name().into(),
+                state: AlertState::Resolved,
+                severity: Severity::Info,
+                summary: format!(
+                    "{bot}: {} back to {}{} (limit {}{}){}",
+                    limit.label().replace('_', " "),
+                    fmt_num(value),
+                    limit.unit(),
+                    fmt_num(breach.threshold),
+                    limit.unit(),
+                    if run_ended {
+                        "; the bot was not resumed automatically"
+                    } else {
+                        ""
+                    }
+                ),
+                fingerprint: fingerprint(limit.alert_name(), &[("bot".into(), bot.into())]),
+                attributes,
+                trace_id: None,
+                source: self.id.clone(),
+            });
+        }
+        if failure_alerted {
+            self.resolve_action_failure_alert(bot, strategy.as_deref(), "the breach run ended");
+        }
+        if start_action {
+            changed = true;
+            self.start_action(engine, bot, now);
+        }
+        changed
+    }
+
+    /// The day's loss in percent (positive = loss), from a direct input or from the
+    /// fall of total profit since the day's first observation relative to the balance.
+    fn daily_loss(&mut self, bot: &str, o: &Observed, now: Nanos) -> Option<f64> {
+        if let Some(p) = o.daily_pnl_pct {
+            return Some(-p);
+        }
+        let (profit, balance) = (o.profit?, o.balance?);
+        let day = now / 86_400_000_000_000;
+        let base = self
+            .daily
+            .entry(bot.to_owned())
+            .or_insert_with(|| DailyBase {
+                day,
+                profit,
+                balance,
+            });
+        if base.day != day {
+            *base = DailyBase {
+                day,
+                profit,
+                balance,
+            };
+        }
+        if base.balance <= 0.0 {
+            return None;
+        }
+        Some((base.profit - profit) / base.balance * 100.0)
+    }
+
+    fn raise(&self, alert: Alert) {
+        self.counters.alerts.inc();
+        match alert.state {
+            AlertState::Firing => {
+                tracing::warn!(processor = %self.id, alert = %alert.name, "{}", alert.summary)
+            }
+            AlertState::Resolved => {
+                tracing::info!(processor = %self.id, alert = %alert.name, "{}", alert.summary)
+            }
+        }
+        self.alerts.emit(alert);
+    }
+
+    /// The alert record of one rule transition.
+    fn rule_alert(&self, t: &Transition) {
+        let rule = &self.rules.rules()[t.rule];
+        let mut attributes: Vec<KeyValue> = t
+            .labels
+            .iter()
+            .map(|(k, v)| attr(k.as_str(), v.as_str()))
+            .collect();
+        for (k, v) in &rule.labels {
+            attributes.push(attr(k.as_str(), v.as_str()));
+        }
+        attributes.push(attr("rule.metric", rule.metric.as_str()));
+        if let Some(v) = t.value {
+            attributes.push(attr("value", v));
+        }
+        if let Some(th) = t.threshold {
+            attributes.push(attr("threshold", th));
+        }
+        let (state, severity) = if t.to == Level::Ok {
+            attributes.push(attr("alert.resolves_severity", t.from.severity().as_str()));
+            (AlertState::Resolved, Severity::Info)
+        } else {
+            (AlertState::Firing, t.to.severity())
+        };
+        let summary = match &rule.summary {
+            Some(tpl) => render(tpl, rule, t),
+            None => default_summary(rule, t),
+        };
+        self.raise(Alert {
+            name: rule.name.clone(),
+            state,
+            severity,
+            summary,
+            fingerprint: t.fingerprint.clone(),
+            attributes,
+            trace_id: None,
+            source: self.id.clone(),
+        });
+    }
+
+    fn control_for(&self, bot: &str) -> Option<Arc<BotControlHandle>> {
+        match &self.settings.control {
+            Some(id) => self.controls.get::<BotControlHandle>(id),
+            None => self
+                .controls
+                .all::<BotControlHandle>()
+                .into_iter()
+                .find(|(_, h)| h.0.bots().iter().any(|b| b == bot))
+                .map(|(_, h)| h),
+        }
+    }
+
+    /// Runs the run's action in the background; the result comes back under the lock.
+    fn start_action(&mut self, engine: &Arc<Mutex<Engine>>, bot: &str, now: Nanos) {
+        let retry = self.settings.action_retry_interval;
+        let control = self.control_for(bot);
+        let Some(run) = self.bots.get_mut(bot).and_then(|b| b.run.as_mut()) else {
+            return;
+        };
+        let Some(action) = run.action.action else {
+            return;
+        };
+        run.action.in_flight = true;
+        run.action.attempts += 1;
+        run.action.next_try = now + retry.as_nanos() as u64;
+        let engine = engine.clone();
+        let name = bot.to_owned();
+        let bot = name.clone();
+        let run_since = run.since;
+        let task = async move {
+            let result = match &control {
+                None => Err(format!(
+                    "no freqtrade receiver controls bot {bot:?} (set `control` or use action_on_breach = \"alert_only\")"
+                )),
+                Some(c) => act(&*c.0, &bot, action).await,
+            };
+            let mut guard = engine.lock().unwrap_or_else(|e| e.into_inner());
+            guard.action_done(&bot, run_since, action, result);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(task);
+            }
+            Err(_) => {
+                tracing::error!(bot = name, "no runtime to run the risk action on");
+            }
+        }
+    }
+
+    fn action_done(
+        &mut self,
+        bot: &str,
+        run_since: Nanos,
+        action: Action,
+        result: Result<String, String>,
+    ) {
+        let strategy = self.bots.get(bot).and_then(|b| b.strategy.clone());
+        let Some(run) = self
+            .bots
+            .get_mut(bot)
+            .and_then(|b| b.run.as_mut())
+            .filter(|r| r.since == run_since)
+        else {
+            // The run ended while the action was under way: nothing to record.
+            return;
+        };
+        run.action.in_flight = false;
+        match result {
+            Ok(msg) => {
+                self.counters.actions_ok.inc();
+                tracing::warn!(processor = %self.id, bot, action = action.as_str(), result = %msg, "risk action done");
+                run.action.done = Some(msg);
+                run.action.last_error = None;
+                let alerted = std::mem::take(&mut run.action.failure_alerted);
+                if alerted {
+                    self.resolve_action_failure_alert(
+                        bot,
+                        strategy.as_deref(),
+                        "the risk action succeeded after a retry",
+                    );
+                }
+            }
+            Err(err) => {
+                self.counters.actions_failed.inc();
+                tracing::error!(processor = %self.id, bot, action = action.as_str(), attempt = run.action.attempts, "risk action failed: {err}");
+                run.action.last_error = Some(err.clone());
+                if !run.action.failure_alerted {
+                    run.action.failure_alerted = true;
+                    let mut attributes = vec![
+                        attr("bot", bot),
+                        attr("action", action.as_str()),
+                        attr("error", err.as_str()),
+                    ];
+                    if let Some(s) = &strategy {
+                        attributes.push(attr("strategy", s.as_str()));
+                    }
+                    self.raise(Alert {
+                        name: "RiskActionFailed".into(),
+                        state: AlertState::Firing,
+                        severity: Severity::Critical,
+                        summary: format!(
+                            "{bot}: the {} action after a risk breach failed: {err}; retrying every {}",
+                            action.as_str(),
+                            humantime::format_duration(self.settings.action_retry_interval)
+                        ),
+                        fingerprint: fingerprint("RiskActionFailed", &[("bot".into(), bot.into())]),
+                        attributes,
+                        trace_id: None,
+                        source: self.id.clone(),
+                    });
+                }
+            }
+        }
+        self.persist();
+    }
+
+    fn resolve_action_failure_alert(&self, bot: &str, strategy: Option<&str>, why: &str) {
+        let mut attributes = vec![
+            attr("bot", bot),
+            attr("alert.resolves_severity", "critical"),
+        ];
+        if let Some(s) = strategy {
+            attributes.push(attr("strategy", s));
+        }
+        self.raise(Alert {
+            name: "RiskActionFailed".into(),
+            state: AlertState::Resolved,
+            severity: Severity::Info,
+            summary: format!("{bot}: {why}"),
+            fingerprint: fingerprint("RiskActionFailed", &[("bot".into(), bot.into())]),
+            attributes,
+            trace_id: None,
+            source: self.id.clone(),
+        });
+    }
+
+    fn persist(&self) {
+        let saved = SavedRef {
+            version: 1,
+            bots: &self.bots,
+            daily: &self.daily,
+            rules: self.rules.save(),
+        };
+        match serde_json::to_vec_pretty(&saved) {
+            Ok(b) => self.saver.save(b),
+            Err(e) => tracing::error!("cannot serialize the risk state: {e}"),
+        }
+        self.health.report_ok();
+    }
+
+    fn state_metrics(&self, b: &mut MetricsBuilder, bot: &str) {
+        let Some(state) = self.bots.get(bot) else {
+            return;
+        };
+        let limits = self.settings.limits(bot);
+        let t = Timestamp::now();
+        b.gauge(
+            "tradewatch.risk.limit",
+            "1",
+            "The configured limit (percent for drawdown and daily loss)",
+        );
+        for limit in Limit::ORDER {
+            if let Some(th) = limit.threshold(limits) {
+                b.point(th, [attr("bot", bot), attr("limit", limit.label())], t);
+            }
+        }
+        b.gauge(
+            "tradewatch.risk.value",
+            "1",
+            "The latest measured value each limit is compared with",
+        );
+        for (limit, v) in &state.values {
+            b.point(*v, [attr("bot", bot), attr("limit", limit.label())], t);
+        }
+        b.gauge(
+            "tradewatch.risk.breached",
+            "1",
+            "1 while the limit is breached",
+        );
+        for limit in Limit::ORDER {
+            if limit.threshold(limits).is_some() {
+                let on = i64::from(state.breaches.contains_key(&limit));
+                b.point(on, [attr("bot", bot), attr("limit", limit.label())], t);
+            }
+        }
+        b.gauge(
+            "tradewatch.risk.breach_run",
+            "1",
+            "1 while the bot is in a breach run",
+        )
+        .point(i64::from(state.run.is_some()), [attr("bot", bot)], t);
+        let pending = state.run.as_ref().is_some_and(|r| {
+            r.action.action.is_some_and(|a| a != Action::AlertOnly) && r.action.done.is_none()
+        });
+        b.gauge(
+            "tradewatch.risk.action_pending",
+            "1",
+            "1 while the breach run's action has not succeeded yet",
+        )
+        .point(i64::from(pending), [attr("bot", bot)], t);
+    }
+
+    fn rule_metrics(&self, b: &mut MetricsBuilder, seen: &[(usize, Vec<(String, String)>)]) {
+        let t = Timestamp::now();
+        b.gauge(
+            "tradewatch.alert.level",
+            "1",
+            "State of an alert rule's series: 0 ok, 1 warning, 2 critical",
+        );
+        let mut done = std::collections::HashSet::new();
+        for (i, labels) in seen {
+            let rule = &self.rules.rules()[*i];
+            if !done.insert((*i, labels.clone())) {
+                continue;
+            }
+            let level = self.rules.level_of(*i, labels);
+            let mut kv = vec![attr("alert", rule.name.as_str())];
+            kv.extend(labels.iter().map(|(k, v)| attr(k.as_str(), v.as_str())));
+            b.point(level.as_number(), kv, t);
+        }
+    }
+
+    /// `/status` detail: bots in a breach run.
+    pub fn detail(&self) -> String {
+        let mut parts = Vec::new();
+        for (bot, s) in &self.bots {
+            if let Some(run) = &s.run {
+                let limits: Vec<&str> = s.breaches.keys().map(|l| l.key()).collect();
+                let action = match (&run.action.done, &run.action.last_error) {
+                    (Some(_), _) => "action done".to_owned(),
+                    (None, Some(e)) => format!("action failing: {e}"),
+                    (None, None) => "no action".to_owned(),
+                };
+                parts.push(format!("{bot}: breached {} ({action})", limits.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "no bot in a breach run".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    version: u32,
+    bots: &'a BTreeMap<String, BotRisk>,
+    daily: &'a BTreeMap<String, DailyBase>,
+    rules: Vec<SavedSeries>,
+}
+
+/// Runs `action` on `bot`; `stop` falls back to `pause`.
+async fn act(
+    c: &dyn crate::receivers::freqtrade::BotControl,
+    bot: &str,
+    action: Action,
+) -> Result<String, String> {
+    match action {
+        Action::Pause => c.pause(bot).await.map_err(|e| e.to_string()),
+        Action::Stop => match c.stop(bot).await {
+            Ok(m) => Ok(m),
+            Err(stop) => {
+                tracing::warn!(bot, "stop failed ({stop}); pausing instead");
+                c.pause(bot)
+                    .await
+                    .map(|m| format!("stop failed ({stop}); paused instead: {m}"))
+                    .map_err(|pause| format!("stop failed ({stop}) and pause failed ({pause})"))
+            }
+        },
+        Action::AlertOnly => Ok(String::new()),
+    }
+}
+
+fn default_summary(rule: &super::rules::Rule, t: &Transition) -> String {
+    let who: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let who = if who.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", who.join(", "))
+    };
+    match (t.to, t.value, t.threshold) {
+        (Level::Ok, Some(v), _) => format!(
+            "{}{who}: back to normal ({} = {})",
+            rule.name,
+            rule.metric,
+            fmt_num(v)
+        ),
+        (Level::Ok, None, _) => format!("{}{who}: resolved", rule.name),
+        (_, Some(v), Some(th)) => format!(
+            "{}{who}: {} = {} {} {}",
+            rule.name,
+            rule.metric,
+            fmt_num(v),
+            rule.op.as_str(),
+            fmt_num(th)
+        ),
+        (_, _, _) => format!(
+            "{}{who}: no {} for {}",
+            rule.name,
+            rule.metric,
+            humantime::format_duration(if rule.kind == super::rules::RuleKind::Absent {
+                rule.for_
+            } else {
+                rule.stale_after
+            })
+        ),
+    }
+}
+
+/// `{value}`, `{threshold}`, `{metric}`, `{name}`, `{state}` and `{<label>}` in a summary.
+fn render(tpl: &str, rule: &super::rules::Rule, t: &Transition) -> String {
+    let mut out = String::with_capacity(tpl.len() + 16);
+    let mut rest = tpl;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let key = &after[..end];
+        let v = match key {
+            "value" => t.value.map(fmt_num),
+            "threshold" => t.threshold.map(fmt_num),
+            "metric" => Some(rule.metric.clone()),
+            "name" => Some(rule.name.clone()),
+            "state" => Some(
+                match t.to {
+                    Level::Ok => "resolved",
+                    Level::Warning => "warning",
+                    Level::Critical => "critical",
+                }
+                .to_owned(),
+            ),
+            k => t
+                .labels
+                .iter()
+                .find(|(lk, _)| lk == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| rule.labels.get(k).cloned()),
+        };
+        match v {
+            Some(v) => out.push_str(&v),
+            None => {
+                out.push('{');
+                out.push_str(key);
+                out.push('}');
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
