@@ -93,6 +93,17 @@ fn every_shipped_config_validates() {
             // The agent's bot credentials: secrets come only from the environment.
             .env("FT_USER", "freqtrader")
             .env("FT_PASS", "unused")
+            // The alert channels' secrets (pipelines/risk-alerts.toml).
+            .env(
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/x",
+            )
+            .env("TELEGRAM_BOT_TOKEN", "123:abc")
+            .env("TELEGRAM_CHAT_ID", "-100123")
+            .env(
+                "ALERT_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:123456789012:tradewatch-alerts",
+            )
             .output()
             .unwrap();
         assert!(

@@ -53,14 +53,27 @@ pub struct Limits {
     pub fail_closed_after: u32,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DrawdownUnit {
+    #[default]
+    Auto,
+    Ratio,
+    Percent,
+}
+
 /// Where the risk inputs come from: metric names as the `freqtrade` receiver writes them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Inputs {
-    /// The point attribute naming the bot.
+    /// The attribute naming the bot: the point's, else the resource's (`service.name`
+    /// for a strategy that reports over OTLP).
     pub bot_attribute: String,
-    /// Current drawdown: a ratio (multiplied by 100) unless its unit is `%`.
+    /// Current drawdown; see `drawdown_unit`.
     pub drawdown: String,
+    /// `auto`: a ratio (multiplied by 100) unless the metric's unit is `%`; `ratio`;
+    /// `percent` (as Prometheus-style gauges without a unit report it).
+    pub drawdown_unit: DrawdownUnit,
     pub open_trades: String,
     /// One point per open trade: the largest is compared with `max_leverage`.
     pub leverage: String,
@@ -80,6 +93,7 @@ impl Default for Inputs {
         Inputs {
             bot_attribute: "bot".into(),
             drawdown: "freqtrade.drawdown.current.ratio".into(),
+            drawdown_unit: DrawdownUnit::Auto,
             open_trades: "freqtrade.trades.open".into(),
             leverage: "freqtrade.trade.leverage".into(),
             consecutive_failures: "freqtrade.poll.consecutive_failures".into(),

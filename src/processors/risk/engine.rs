@@ -1,6 +1,6 @@
 //! The risk engine: one per processor id, shared by its instances in every pipeline.
 
-use super::config::{Action, Limits, Settings};
+use super::config::{Action, DrawdownUnit, Limits, Settings};
 use super::rules::{fingerprint, Level, Nanos, RuleSet, Sample, SavedSeries, Transition};
 use super::saver::{Saver, FILE};
 use crate::component::{BuildContext, BuildError};
@@ -368,13 +368,14 @@ impl Engine {
         for_each_metric_point(req, |m, p| {
             let name = m.metric.name.as_str();
             let watched = e.rules.watches(name);
-            let input = name == inputs.drawdown
-                || name == inputs.open_trades
-                || name == inputs.leverage
-                || name == inputs.consecutive_failures
-                || name == inputs.profit
-                || name == inputs.balance
-                || (!inputs.daily_pnl_pct.is_empty() && name == inputs.daily_pnl_pct);
+            let input = !name.is_empty()
+                && (name == inputs.drawdown
+                    || name == inputs.open_trades
+                    || name == inputs.leverage
+                    || name == inputs.consecutive_failures
+                    || name == inputs.profit
+                    || name == inputs.balance
+                    || name == inputs.daily_pnl_pct);
             if !watched && !input {
                 return;
             }
@@ -384,12 +385,21 @@ impl Engine {
             }
             let attrs = p.attributes();
             if input {
-                if let Some(bot) = str_attr(attrs, &inputs.bot_attribute) {
+                let bot = str_attr(attrs, &inputs.bot_attribute).or_else(|| {
+                    m.resource
+                        .and_then(|r| str_attr(&r.attributes, &inputs.bot_attribute))
+                });
+                if let Some(bot) = bot {
                     let o = observed.entry(bot.to_owned()).or_default();
                     if o.strategy.is_none() {
                         o.strategy = str_attr(attrs, "strategy").map(str::to_owned);
                     }
-                    let pct = |v: f64| if m.metric.unit == "%" { v } else { v * 100.0 };
+                    let pct = |v: f64| match inputs.drawdown_unit {
+                        DrawdownUnit::Percent => v,
+                        DrawdownUnit::Ratio => v * 100.0,
+                        DrawdownUnit::Auto if m.metric.unit == "%" => v,
+                        DrawdownUnit::Auto => v * 100.0,
+                    };
                     if name == inputs.drawdown {
                         o.drawdown_pct = Some(pct(value));
                     } else if name == inputs.open_trades {
@@ -1094,6 +1104,7 @@ fn render(tpl: &str, rule: &super::rules::Rule, t: &Transition) -> String {
             "threshold" => t.threshold.map(fmt_num),
             "metric" => Some(rule.metric.clone()),
             "name" => Some(rule.name.clone()),
+            "for" => Some(humantime::format_duration(rule.for_).to_string()),
             "state" => Some(
                 match t.to {
                     Level::Ok => "resolved",

@@ -49,7 +49,7 @@ mod saver;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Action, Inputs, Limits, Settings};
+pub use config::{Action, DrawdownUnit, Inputs, Limits, Settings};
 pub use engine::Limit;
 
 use crate::component::{BuildContext, BuildError, ComponentId, Kind, Reference, Signal};
@@ -63,6 +63,12 @@ use tokio::time::Instant;
 
 pub struct RiskConfig {
     settings: Arc<Settings>,
+}
+
+/// The checked settings of `[processors.<id>]` (for tools and tests that read a
+/// shipped configuration's limits and rules).
+pub fn settings(src: &Source, id: &ComponentId) -> Result<Settings, ConfigError> {
+    config::parse(src, id)
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ProcessorConfig>, ConfigError> {
