@@ -10,119 +10,12 @@
 
 mod common;
 
-use base64::Engine;
 use common::{eventually, free_port, read_jsonl, Collector};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-const USER: &str = "freqtrader";
-const PASSWORD: &str = "SuperSecret1!";
-
-fn peer_dir() -> PathBuf {
-    common::repo_root().join("tests/peers/freqtrade")
-}
-
-/// The venv holding freqtrade 2026.9.
-fn venv() -> PathBuf {
-    let py = ["TRADEWATCH_FREQTRADE_PYTHON", "TRADEWATCH_PYTHON"]
-        .iter()
-        .find_map(std::env::var_os)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo_root().join(".venv/bin/python"));
-    let version = Command::new(&py)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('freqtrade'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    assert_eq!(
-        version.as_deref(),
-        Some("2026.9"),
-        "{} has no freqtrade 2026.9: set TRADEWATCH_FREQTRADE_PYTHON to a Python with \
-         `pip install freqtrade==2026.9` (the venv of scripts/test has it)",
-        py.display()
-    );
-    py.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-/// One real bot, stopped (exactly its PID, by stop.sh) when dropped.
-struct Bot {
-    port: u16,
-    data: PathBuf,
-}
-
-impl Bot {
-    fn start(venv: &Path, scenario: &str, data: PathBuf) -> Bot {
-        let port = free_port();
-        let out = Command::new("bash")
-            .arg(peer_dir().join("start.sh"))
-            .args(["--port", &port.to_string(), "--scenario", scenario])
-            .arg("--data")
-            .arg(&data)
-            .arg("--venv")
-            .arg(venv)
-            // A busy 2-core CI machine: python imports alone took 20 s there.
-            .env("FT_PING_TIMEOUT", "180")
-            .output()
-            .expect("run tests/peers/freqtrade/start.sh");
-        let bot = Bot { port, data };
-        assert!(
-            out.status.success(),
-            "the real freqtrade bot ({scenario}) did not start:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        bot
-    }
-
-    /// `GET /api/v1/<path>` with HTTP Basic, as JSON.
-    fn get(&self, path: &str) -> Value {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-        write!(
-            s,
-            "GET /api/v1/{path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        let (head, body) = buf.split_once("\r\n\r\n").expect("HTTP response");
-        assert!(
-            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-            "{path}: {head}\n{body}"
-        );
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-    }
-
-    /// Replaces one pair's price, atomically (the bot re-reads the file on change).
-    fn set_price(&self, pair: &str, price: f64) {
-        let path = self.data.join("prices.json");
-        let mut prices: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        prices[pair] = price.into();
-        let tmp = self.data.join("prices.json.tmp");
-        std::fs::write(&tmp, prices.to_string()).unwrap();
-        std::fs::rename(tmp, path).unwrap();
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(peer_dir().join("stop.sh"))
-            .arg("--data")
-            .arg(&self.data)
-            .output();
-    }
-}
+use common::freqtrade::{venv, Bot, PASSWORD, USER};
 
 /// Series key → (latest value, attributes).
 type Series = BTreeMap<String, (f64, serde_json::Map<String, Value>)>;
