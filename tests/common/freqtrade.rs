@@ -56,12 +56,7 @@ impl Bot {
     }
 
     /// With extra environment for the bot (`FT_STOPLOSS=-0.99` keeps losing trades open).
-    pub fn start_with_env(
-        venv: &Path,
-        scenario: &str,
-        data: PathBuf,
-        env: &[(&str, &str)],
-    ) -> Bot {
+    pub fn start_with_env(venv: &Path, scenario: &str, data: PathBuf, env: &[(&str, &str)]) -> Bot {
         let port = super::free_port();
         let out = Command::new("bash")
             .arg(peer_dir().join("start.sh"))

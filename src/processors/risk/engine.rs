@@ -361,7 +361,7 @@ impl Engine {
         let inputs = &e.settings.inputs;
         let mut observed: BTreeMap<String, Observed> = BTreeMap::new();
         let mut transitions = Vec::new();
-        let mut rule_levels: Vec<(usize, Vec<(String, String)>)> = Vec::new();
+        let mut rule_levels: Vec<(usize, String)> = Vec::new();
         let mut resource_text: Option<(usize, Vec<(String, String)>)> = None;
         let mut resource_no = 0usize;
         let mut last_resource: *const () = std::ptr::null();
@@ -434,7 +434,7 @@ impl Engine {
                     crate::otlp::PointRef::Number(n) => n.start_time_unix_nano,
                     _ => 0,
                 };
-                e.rules.observe(
+                e.rules.observe_seen(
                     &Sample {
                         metric: name,
                         kind: m.kind,
@@ -446,13 +446,8 @@ impl Engine {
                     },
                     now,
                     &mut transitions,
+                    e.settings.emit_state_metrics.then_some(&mut rule_levels),
                 );
-                if e.settings.emit_state_metrics {
-                    let resource = &resource_text.as_ref().expect("set above").1;
-                    for i in e.rules.rules_on(name) {
-                        rule_levels.push((i, e.rules.labels_of(i, &point_attrs, resource)));
-                    }
-                }
             }
         });
         let mut changed = !transitions.is_empty();
@@ -978,7 +973,7 @@ impl Engine {
         .point(i64::from(pending), [attr("bot", bot)], t);
     }
 
-    fn rule_metrics(&self, b: &mut MetricsBuilder, seen: &[(usize, Vec<(String, String)>)]) {
+    fn rule_metrics(&self, b: &mut MetricsBuilder, seen: &[(usize, String)]) {
         let t = Timestamp::now();
         b.gauge(
             "tradewatch.alert.level",
@@ -986,13 +981,14 @@ impl Engine {
             "State of an alert rule's series: 0 ok, 1 warning, 2 critical",
         );
         let mut done = std::collections::HashSet::new();
-        for (i, labels) in seen {
-            let rule = &self.rules.rules()[*i];
-            if !done.insert((*i, labels.clone())) {
+        for (i, key) in seen {
+            if !done.insert((*i, key.as_str())) {
                 continue;
             }
-            let level = self.rules.level_of(*i, labels);
-            let mut kv = vec![attr("alert", rule.name.as_str())];
+            let Some((labels, level)) = self.rules.series(*i, key) else {
+                continue;
+            };
+            let mut kv = vec![attr("alert", self.rules.rules()[*i].name.as_str())];
             kv.extend(labels.iter().map(|(k, v)| attr(k.as_str(), v.as_str())));
             b.point(level.as_number(), kv, t);
         }

@@ -468,21 +468,52 @@ impl RuleSet {
 
     /// Feeds one point; returns the transitions it causes.
     pub fn observe(&mut self, s: &Sample<'_>, now: Nanos, out: &mut Vec<Transition>) {
+        self.observe_seen(s, now, out, None)
+    }
+
+    /// [`RuleSet::observe`], also listing `(rule, series key)` of every series the point
+    /// belongs to (for [`RuleSet::series`]).
+    pub fn observe_seen(
+        &mut self,
+        s: &Sample<'_>,
+        now: Nanos,
+        out: &mut Vec<Transition>,
+        mut seen: Option<&mut Vec<(usize, String)>>,
+    ) {
         let Some(watchers) = self.by_metric.get(s.metric) else {
             return;
         };
+        let before = out.len();
+        let mut key = String::new();
         for &(i, is_per) in watchers {
             let rule = &self.rules[i];
             if !rule.matchers.iter().all(|(k, m)| m.admits(s.attr(k))) {
                 continue;
             }
-            let labels = identifying(rule, s);
-            let key = series_key(&labels);
-            let series = self.series[i].entry(key).or_insert_with(|| Series {
-                labels,
-                since: now,
-                ..Default::default()
-            });
+            let labels = identifying_refs(rule, s);
+            key.clear();
+            for (a, b) in &labels {
+                push_key(&mut key, a, b);
+            }
+            if !self.series[i].contains_key(&key) {
+                self.series[i].insert(
+                    key.clone(),
+                    Series {
+                        labels: labels
+                            .iter()
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .collect(),
+                        since: now,
+                        ..Default::default()
+                    },
+                );
+            }
+            let series = self.series[i].get_mut(&key).expect("present");
+            if !is_per {
+                if let Some(seen) = seen.as_deref_mut() {
+                    seen.push((i, key.clone()));
+                }
+            }
             if is_per {
                 push_window(&mut series.per_samples, now, s.value, rule.window);
                 continue;
@@ -529,9 +560,16 @@ impl RuleSet {
             };
             step(i, rule, series, cond, value, now, out);
         }
-        if !out.is_empty() {
+        if out.len() > before {
             self.dirty = true;
         }
+    }
+
+    /// The labels and level of rule `i`'s series `key` (from [`RuleSet::observe_seen`]).
+    pub fn series(&self, i: usize, key: &str) -> Option<(&[(String, String)], Level)> {
+        self.series[i]
+            .get(key)
+            .map(|s| (s.labels.as_slice(), s.level))
     }
 
     /// Advances the clock: missing series (absent rules, `missing_data`) and `for`
@@ -630,34 +668,6 @@ impl RuleSet {
             );
         }
     }
-
-    /// The level of rule `i`'s series with these (sorted) identifying labels.
-    pub fn level_of(&self, i: usize, labels: &[(String, String)]) -> Level {
-        self.series[i]
-            .get(&series_key(labels))
-            .map_or(Level::Ok, |s| s.level)
-    }
-
-    /// The identifying labels rule `i` gives a point with these attributes.
-    pub fn labels_of(
-        &self,
-        i: usize,
-        attrs: &[(String, String)],
-        resource: &[(String, String)],
-    ) -> Vec<(String, String)> {
-        identifying(
-            &self.rules[i],
-            &Sample {
-                metric: "",
-                kind: MetricKind::Gauge,
-                attrs,
-                resource,
-                value: 0.0,
-                start_unix_nano: 0,
-                time_unix_nano: 0,
-            },
-        )
-    }
 }
 
 /// The level whose condition `v` meets.
@@ -734,29 +744,37 @@ fn transition(
     }
 }
 
-/// The labels that identify a series of `rule`: `group_by`, else every attribute the
-/// point carries (resource attributes excluded: they are the same for every point of a
-/// source and would only make the key longer).
-fn identifying(rule: &Rule, s: &Sample<'_>) -> Vec<(String, String)> {
-    let mut labels: Vec<(String, String)> = match &rule.group_by {
+/// The labels that identify a series of `rule`, borrowed, sorted, one per key:
+/// `group_by`, else every attribute the point carries (not the resource's: they are the
+/// same for every point of a source and would only make the key longer).
+fn identifying_refs<'a>(rule: &'a Rule, s: &'a Sample<'a>) -> Vec<(&'a str, &'a str)> {
+    let mut labels: Vec<(&str, &str)> = match &rule.group_by {
         Some(keys) => keys
             .iter()
-            .filter_map(|k| s.attr(k).map(|v| (k.clone(), v.to_owned())))
+            .filter_map(|k| s.attr(k).map(|v| (k.as_str(), v)))
             .collect(),
-        None => s.attrs.to_vec(),
+        None => s
+            .attrs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect(),
     };
-    labels.sort();
+    labels.sort_unstable();
     labels.dedup_by(|a, b| a.0 == b.0);
     labels
+}
+
+fn push_key(k: &mut String, a: &str, b: &str) {
+    k.push_str(a);
+    k.push('\u{1}');
+    k.push_str(b);
+    k.push('\u{2}');
 }
 
 fn series_key(labels: &[(String, String)]) -> String {
     let mut k = String::new();
     for (a, b) in labels {
-        k.push_str(a);
-        k.push('\u{1}');
-        k.push_str(b);
-        k.push('\u{2}');
+        push_key(&mut k, a, b);
     }
     k
 }
