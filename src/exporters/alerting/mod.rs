@@ -276,7 +276,11 @@ impl MaxWith for Severity {
 
 /// The wait a `Retry-After` header asks for: whole seconds (`"2"`) or an HTTP date.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
