@@ -432,12 +432,13 @@ fn classify(e: SdkError<PublishError, HttpResponse>) -> ExportError {
         SdkError::DispatchFailure(d) if d.is_user() => {
             ExportError::permanent(format!("sns Publish: {}", DisplayErrorContext(&e)))
         }
+        // Connection failures, and credentials not found (yet: instance metadata or a
+        // container's credentials endpoint may come up).
         SdkError::DispatchFailure(_) => {
             ExportError::retryable(format!("sns Publish: {}", DisplayErrorContext(&e)))
         }
-        // Could not be built or signed (for instance, no credentials were found yet):
-        // worth retrying, as a credential source may come up (instance metadata).
-        _ => ExportError::retryable(format!("sns Publish: {}", DisplayErrorContext(&e))),
+        // The request could not be built from what was given: trying again cannot help.
+        _ => ExportError::permanent(format!("sns Publish: {}", DisplayErrorContext(&e))),
     }
 }
 
