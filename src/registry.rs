@@ -27,6 +27,7 @@ pub fn builtin() -> Registry {
             ("file", crate::exporters::file::parse),
             ("debug", crate::exporters::debug::parse),
             ("nop", crate::exporters::nop::parse),
+            ("sns", crate::exporters::sns::parse),
         ],
     }
 }

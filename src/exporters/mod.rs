@@ -7,3 +7,4 @@ pub mod debug;
 pub mod file;
 pub mod nop;
 pub mod otlp;
+pub mod sns;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod moto;
+
 /// A loopback port nobody listens on now, and one this test process has never handed
 /// out before. The OS picks it (bind to port 0, then release it); remembering what was
 /// handed out matters because tests run in parallel threads: a port that one test's
