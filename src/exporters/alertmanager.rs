@@ -297,10 +297,22 @@ impl Exporter for AlertmanagerExporter {
                 let active = shared.active();
                 for a in &alerts {
                     let at = alerting::record_time(a.time_unix_nano);
-                    let known = active.get(&a.fingerprint).cloned();
+                    let labeled = LabeledAlert::of(a);
+                    // By fingerprint, else by labels (Alertmanager's identity): a
+                    // resolved record from another source may carry its own fingerprint.
+                    let key = if active.contains_key(&a.fingerprint) || a.is_firing() {
+                        a.fingerprint.clone()
+                    } else {
+                        active
+                            .iter()
+                            .find(|(_, e)| e.alert.labels == labeled.labels)
+                            .map(|(k, _)| k.clone())
+                            .unwrap_or_else(|| a.fingerprint.clone())
+                    };
+                    let known = active.get(&key).cloned();
                     if a.is_firing() {
                         let entry = Active {
-                            alert: LabeledAlert::of(a),
+                            alert: labeled,
                             starts_at: known
                                 .map(|k| k.starts_at)
                                 .unwrap_or_else(|| alerting::rfc3339(at)),
@@ -309,11 +321,11 @@ impl Exporter for AlertmanagerExporter {
                         changes.push((a.fingerprint.clone(), Some(entry)));
                     } else {
                         let entry = known.unwrap_or_else(|| Active {
-                            alert: LabeledAlert::of(a),
+                            alert: labeled,
                             starts_at: alerting::rfc3339(at),
                         });
                         items.push(shared.item(&entry, at));
-                        changes.push((a.fingerprint.clone(), None));
+                        changes.push((key, None));
                     }
                 }
             }

@@ -205,7 +205,9 @@ impl Exporter for WebhookExporter {
                             });
                     }
                 } else {
+                    let labels = LabeledAlert::of(a).labels;
                     firing.remove(&a.fingerprint);
+                    firing.retain(|_, f| f.labels != labels);
                 }
             }
             Ok(())
@@ -230,7 +232,15 @@ pub fn payload_v4(
             annotations,
         } = LabeledAlert::of(a);
         let at = alerting::rfc3339(alerting::record_time(a.time_unix_nano));
-        let known = firing.get(&a.fingerprint);
+        // By fingerprint, else by labels (Alertmanager's identity): a resolved record
+        // from another source may carry a fingerprint of its own.
+        let known = firing.get_key_value(&a.fingerprint).or_else(|| {
+            (!a.is_firing())
+                .then(|| firing.iter().find(|(_, f)| f.labels == labels))
+                .flatten()
+        });
+        let fingerprint = known.map_or(a.fingerprint.as_str(), |(k, _)| k.as_str());
+        let known = known.map(|(_, f)| f);
         let starts_at = match known {
             Some(f) => f.starts_at.clone(),
             None => at.clone(),
@@ -250,7 +260,7 @@ pub fn payload_v4(
             "startsAt": starts_at,
             "endsAt": ends_at,
             "generatorURL": "",
-            "fingerprint": a.fingerprint,
+            "fingerprint": fingerprint,
         }));
         label_sets.push(labels);
         annotation_sets.push(annotations);
