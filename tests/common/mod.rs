@@ -2,6 +2,8 @@
 //! loopback ports, talks to it over HTTP, and stops it with a signal.
 #![allow(dead_code)]
 
+pub mod fakes;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
