@@ -130,7 +130,7 @@ fn cases() -> Vec<Case> {
             ]),
             at: "[exporters.kafka]",
             key: "exporters.kafka",
-            message: "unknown exporter type \"kafka\" (known types: otlp, file, debug, nop)",
+            message: "unknown exporter type \"kafka\" (known types: otlp, file, debug, nop, slack, telegram, webhook, alertmanager, log)",
         },
         Case {
             name: "dangling receiver reference",
