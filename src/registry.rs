@@ -27,6 +27,11 @@ pub fn builtin() -> Registry {
             ("file", crate::exporters::file::parse),
             ("debug", crate::exporters::debug::parse),
             ("nop", crate::exporters::nop::parse),
+            ("slack", crate::exporters::slack::parse),
+            ("telegram", crate::exporters::telegram::parse),
+            ("webhook", crate::exporters::webhook::parse),
+            ("alertmanager", crate::exporters::alertmanager::parse),
+            ("log", crate::exporters::log::parse),
             ("sns", crate::exporters::sns::parse),
         ],
     }

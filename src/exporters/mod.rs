@@ -3,8 +3,13 @@
 //! queue, retries and counters. `crate::registry` lists them.
 
 pub mod alerting;
+pub mod alertmanager;
 pub mod debug;
 pub mod file;
+pub mod log;
 pub mod nop;
 pub mod otlp;
+pub mod slack;
+pub mod telegram;
+pub mod webhook;
 pub mod sns;

@@ -2,6 +2,7 @@
 //! loopback ports, talks to it over HTTP, and stops it with a signal.
 #![allow(dead_code)]
 
+pub mod fakes;
 pub mod freqtrade;
 
 use std::io::Read;

@@ -9,9 +9,11 @@
 //! severity of their severity number, so routing an error log to Slack works too.
 
 use crate::component::ExportError;
+use crate::config::HumanDuration;
 use crate::otlp::for_each_log_record;
 use crate::pipeline::alerts::{AlertState, Severity};
 use crate::pipeline::data::Decoded;
+use crate::pipeline::sending::{OnFull, QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -368,6 +370,270 @@ pub fn transport_error(what: &str, e: reqwest::Error) -> ExportError {
     ExportError::retryable(message)
 }
 
+// ---------------------------------------------------------------------------------------
+// Sending settings every channel shares
+
+/// `[exporters.<channel>.sending_queue]` with the defaults that suit an alert channel:
+/// one message at a time (they leave in order and a retried message is not overtaken),
+/// room for 1024 payloads, and the oldest dropped when full, so a dead channel never
+/// holds up the pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelQueue {
+    pub queue_size: usize,
+    pub num_consumers: usize,
+    pub on_full: OnFull,
+}
+
+impl Default for ChannelQueue {
+    fn default() -> Self {
+        ChannelQueue {
+            queue_size: 1024,
+            num_consumers: 1,
+            on_full: OnFull::DropOldest,
+        }
+    }
+}
+
+/// `[exporters.<channel>.retry_on_failure]`: retries on, for up to an hour (an alert is
+/// worth waiting for; a rate limit or a Slack outage passes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelRetry {
+    pub enabled: bool,
+    pub initial_interval: HumanDuration,
+    pub max_interval: HumanDuration,
+    pub max_elapsed_time: HumanDuration,
+}
+
+impl Default for ChannelRetry {
+    fn default() -> Self {
+        ChannelRetry {
+            enabled: true,
+            initial_interval: HumanDuration::from_secs(1),
+            max_interval: HumanDuration::from_secs(60),
+            max_elapsed_time: HumanDuration::from_secs(3600),
+        }
+    }
+}
+
+/// Per request attempt, for every channel.
+pub fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+/// `send_resolved` defaults to true.
+pub fn default_true() -> bool {
+    true
+}
+
+/// The sending settings of a channel's table.
+pub fn channel_sending(
+    queue: &ChannelQueue,
+    retry: &ChannelRetry,
+    timeout: HumanDuration,
+) -> SendingSettings {
+    SendingSettings {
+        queue: QueueConfig {
+            queue_size: queue.queue_size,
+            num_consumers: queue.num_consumers,
+            on_full: queue.on_full,
+        },
+        retry: RetryConfig {
+            enabled: retry.enabled,
+            initial_interval: retry.initial_interval,
+            max_interval: retry.max_interval,
+            max_elapsed_time: retry.max_elapsed_time,
+        },
+        timeout: timeout.get(),
+    }
+}
+
+/// The HTTP client of a channel: short connect timeout (a dead peer fails fast and is
+/// retried), no redirects (a webhook URL that redirects is a misconfiguration).
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Sends a JSON body; the error never carries the URL.
+pub async fn post_json(
+    client: &reqwest::Client,
+    what: &str,
+    url: &str,
+    headers: &http::HeaderMap,
+    body: Vec<u8>,
+) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), ExportError> {
+    let resp = client
+        .post(url)
+        .headers(headers.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| transport_error(what, e))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(|e| transport_error(what, e))?;
+    Ok((status, headers, body))
+}
+
+/// RFC 3339 in UTC with milliseconds, as Alertmanager writes times.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A record time (nanoseconds since the epoch) as a `SystemTime`; now when unset.
+pub fn record_time(unix_nano: u64) -> std::time::SystemTime {
+    if unix_nano == 0 {
+        return std::time::SystemTime::now();
+    }
+    std::time::UNIX_EPOCH + Duration::from_nanos(unix_nano)
+}
+
+// ---------------------------------------------------------------------------------------
+// Alertmanager's model (the `webhook` and `alertmanager` channels)
+
+/// An alert as Alertmanager models it: labels identify it, annotations describe it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct LabeledAlert {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Label keys whose values are measurements: annotations, never labels (a label that
+/// changes with every reading would make every reading a new alert).
+const MEASURED: [&str; 3] = ["value", "threshold", "limit"];
+
+impl LabeledAlert {
+    /// `alertname`, `severity` and the string labels (names made valid Prometheus label
+    /// names) as labels; the summary, measured and numeric values, the trace id and the
+    /// source as annotations. A resolved record gets the severity of the alert it
+    /// resolves, so both records carry the same labels.
+    pub fn of(a: &AlertView) -> LabeledAlert {
+        let mut labels = std::collections::BTreeMap::new();
+        let mut annotations = std::collections::BTreeMap::new();
+        for (k, v) in &a.labels {
+            if k == "alert.resolves_severity" {
+                continue;
+            }
+            let name = label_name(k);
+            let numeric = v.parse::<f64>().is_ok();
+            if MEASURED.contains(&k.as_str()) || numeric {
+                annotations.insert(name, v.clone());
+            } else if !v.is_empty() {
+                labels.insert(name, v.clone());
+            }
+        }
+        let severity = if a.is_firing() {
+            a.severity
+        } else {
+            a.label("alert.resolves_severity")
+                .and_then(parse_severity)
+                .unwrap_or(a.severity)
+        };
+        labels.insert("alertname".into(), a.name.clone());
+        labels.insert("severity".into(), severity.as_str().into());
+        if !a.summary.is_empty() {
+            annotations.insert("summary".into(), a.summary.clone());
+        }
+        if let Some(t) = &a.trace_id {
+            annotations.insert("trace_id".into(), t.clone());
+        }
+        if !a.source.is_empty() {
+            annotations.insert("source".into(), a.source.clone());
+        }
+        LabeledAlert {
+            labels,
+            annotations,
+        }
+    }
+}
+
+/// A valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, anything else (`.`, `-`)
+/// becomes `_`, and a leading digit gets a `_` before it.
+pub fn label_name(k: &str) -> String {
+    let mut out: String = k
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-message payloads
+
+/// How far each multi-message payload got, so that a retry after a failure midway does
+/// not send again what was delivered: keyed by a hash of the payload's rendered
+/// messages (rendering is deterministic), the number of messages delivered. An entry
+/// lives only while its payload is being retried.
+#[derive(Default)]
+pub struct Progress {
+    delivered: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+}
+
+/// Entries kept at most: one per payload in retry; more means payloads that were given
+/// up (retries ran out, or the queue dropped them), whose entries are forgotten.
+const PROGRESS_ENTRIES: usize = 256;
+
+impl Progress {
+    /// Sends `messages` in order with `send`, skipping those an earlier attempt of the
+    /// same payload delivered. Stops at the first failure and returns it.
+    pub async fn deliver<F, Fut>(
+        &self,
+        messages: Vec<String>,
+        mut send: F,
+    ) -> Result<(), ExportError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ExportError>>,
+    {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        messages.hash(&mut h);
+        let key = h.finish();
+        let start = self.lock().get(&key).copied().unwrap_or(0);
+        for (i, m) in messages.into_iter().enumerate().skip(start) {
+            match send(m).await {
+                Ok(()) => {
+                    let mut done = self.lock();
+                    if done.len() >= PROGRESS_ENTRIES && !done.contains_key(&key) {
+                        done.clear();
+                    }
+                    done.insert(key, i + 1);
+                }
+                Err(e) => {
+                    if matches!(e, ExportError::Permanent { .. }) {
+                        self.lock().remove(&key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.lock().remove(&key);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, usize>> {
+        self.delivered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Cuts `s` to at most `max` chars (never inside a char).
+pub fn cut_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +714,71 @@ mod tests {
             ..f
         };
         assert!(!quiet.admits(&v[0]));
+    }
+
+    #[tokio::test]
+    async fn a_retry_skips_messages_already_delivered() {
+        let p = Progress::default();
+        let msgs = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let sent = std::sync::Mutex::new(Vec::new());
+        let fail_at_b = std::sync::atomic::AtomicBool::new(true);
+        let r = p
+            .deliver(msgs.clone(), |m| {
+                let fail = m == "b" && fail_at_b.swap(false, std::sync::atomic::Ordering::SeqCst);
+                if !fail {
+                    sent.lock().unwrap().push(m);
+                }
+                async move {
+                    if fail {
+                        Err(ExportError::retryable("429"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+        assert!(r.is_err());
+        p.deliver(msgs.clone(), |m| {
+            sent.lock().unwrap().push(m);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*sent.lock().unwrap(), ["a", "b", "c"]);
+        // Done: the same messages again are a new payload, sent in full.
+        p.deliver(msgs, |m| {
+            sent.lock().unwrap().push(m);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(sent.lock().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn alertmanager_labels_and_annotations() {
+        let mut resolved = alert(AlertState::Resolved, Severity::Info);
+        resolved
+            .attributes
+            .push(attr("alert.resolves_severity", "critical"));
+        resolved.attributes.push(attr("pair.name", "BTC/USDT"));
+        resolved.attributes.push(attr("1x", "y"));
+        let v = alerts_in(&Payload::Logs(alerts_request(&[
+            alert(AlertState::Firing, Severity::Critical),
+            resolved,
+        ])))
+        .unwrap();
+        let (f, r) = (LabeledAlert::of(&v[0]), LabeledAlert::of(&v[1]));
+        assert_eq!(f.labels["alertname"], "MaxDrawdownExceeded");
+        assert_eq!(f.labels["severity"], "critical");
+        assert_eq!(f.labels["bot"], "main");
+        assert!(!f.labels.contains_key("value"));
+        assert_eq!(f.annotations["value"], "12.3");
+        assert_eq!(f.annotations["summary"], "drawdown 12.3% > 10%");
+        assert_eq!(r.labels["severity"], "critical");
+        assert_eq!(r.labels["pair_name"], "BTC/USDT");
+        assert_eq!(r.labels["_1x"], "y");
+        assert!(!r.labels.keys().any(|k| k.contains('.')));
     }
 
     #[test]
