@@ -1,7 +1,7 @@
 //! The processor per batch, and breach → action / alert latency through a running tradewatch.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tradewatch::component::{BuildContext, ComponentId, Kind, Signal};
 use tradewatch::config::Source;
 use tradewatch::otlp::{attr, MetricsBuilder, Timestamp};
@@ -119,4 +119,237 @@ pub fn processor_per_batch() {
     );
 }
 
-pub fn breach_latency() {}
+/// Times recorded by the fakes, in arrival order.
+#[derive(Default)]
+struct Log {
+    polls: u64,
+    /// Poll number → when its last response (`/count`) was sent, for breach polls.
+    breach_sent: Vec<Instant>,
+    pauses: Vec<Instant>,
+    slack: Vec<Instant>,
+    telegram: Vec<Instant>,
+    webhook: Vec<Instant>,
+}
+
+type Shared = Arc<std::sync::Mutex<Log>>;
+
+const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/freqtrade/");
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{FIX}{name}.json")).unwrap()
+}
+
+fn percentiles(label: &str, mut v: Vec<Duration>) {
+    v.sort();
+    if v.is_empty() {
+        println!("{label:<34} no samples");
+        return;
+    }
+    let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    println!(
+        "{label:<34} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   (n = {})",
+        p(0.50).as_secs_f64() * 1e3,
+        p(0.99).as_secs_f64() * 1e3,
+        v[v.len() - 1].as_secs_f64() * 1e3,
+        v.len()
+    );
+}
+
+fn firing(body: &str) -> bool {
+    // Every channel's rendering names the firing critical alert so.
+    body.contains("CRITICAL") || body.contains("\"firing\"")
+}
+
+pub fn breach_latency() {
+    use axum::routing::{get, post};
+    let breaches: usize = std::env::var("BENCH_BREACHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    println!("== breach → pause request and → alert at each channel ({breaches} breaches) ==");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let log: Shared = Arc::default();
+    let profit: serde_json::Value = serde_json::from_str(&fixture("profit")).unwrap();
+    let (show_config, status, balance, count, pause) = (
+        fixture("show_config"),
+        fixture("status"),
+        fixture("balance"),
+        fixture("count"),
+        fixture("pause"),
+    );
+    let json = |s: String| ([(axum::http::header::CONTENT_TYPE, "application/json")], s);
+    let l = log.clone();
+    let bot = axum::Router::new()
+        .route(
+            "/api/v1/ping",
+            get(move || {
+                let l = l.clone();
+                async move {
+                    l.lock().unwrap().polls += 1;
+                    json(r#"{"status":"pong"}"#.into())
+                }
+            }),
+        )
+        .route(
+            "/api/v1/show_config",
+            get(move || async move { json(show_config) }),
+        )
+        .route(
+            "/api/v1/profit",
+            get({
+                let l = log.clone();
+                move || {
+                    let (l, mut p) = (l.clone(), profit.clone());
+                    async move {
+                        // Odd polls breach (12 %), even polls recover (1 %).
+                        let odd = l.lock().unwrap().polls % 2 == 1;
+                        p["current_drawdown"] = if odd { 0.12 } else { 0.01 }.into();
+                        json(p.to_string())
+                    }
+                }
+            }),
+        )
+        .route("/api/v1/status", get(move || async move { json(status) }))
+        .route("/api/v1/balance", get(move || async move { json(balance) }))
+        .route(
+            "/api/v1/count",
+            get({
+                let l = log.clone();
+                move || {
+                    let l = l.clone();
+                    async move {
+                        let mut g = l.lock().unwrap();
+                        if g.polls % 2 == 1 {
+                            g.breach_sent.push(Instant::now());
+                        }
+                        json(count)
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/v1/pause",
+            post({
+                let l = log.clone();
+                move || {
+                    let l = l.clone();
+                    async move {
+                        l.lock().unwrap().pauses.push(Instant::now());
+                        json(pause)
+                    }
+                }
+            }),
+        );
+    let record = |pick: fn(&mut Log) -> &mut Vec<Instant>, answer: &'static str| {
+        let l = log.clone();
+        post(move |body: String| {
+            let l = l.clone();
+            async move {
+                if firing(&body) {
+                    pick(&mut l.lock().unwrap()).push(Instant::now());
+                }
+                json(answer.into())
+            }
+        })
+    };
+    let channels = axum::Router::new()
+        .route("/slack", record(|l| &mut l.slack, "ok"))
+        .route(
+            "/botT0K3N/sendMessage",
+            record(|l| &mut l.telegram, r#"{"ok":true,"result":{}}"#),
+        )
+        .route("/hook", record(|l| &mut l.webhook, "{}"));
+    let (bot_addr, ch_addr) = rt.block_on(async {
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (ba, ca) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(b, bot).await.unwrap() });
+        tokio::spawn(async move { axum::serve(c, channels).await.unwrap() });
+        (ba, ca)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[receivers."freqtrade/main"]
+bot = "main"
+url = "http://{bot_addr}"
+username = "u"
+password = "p"
+auth = "basic"
+interval = "25ms"
+timeout = "2s"
+[receivers.alerts]
+[processors.risk]
+max_drawdown_pct = 10
+action_on_breach = "pause"
+[exporters.nop]
+[exporters.slack]
+webhook_url = "http://{ch_addr}/slack"
+[exporters.telegram]
+bot_token = "T0K3N"
+chat_id = "1"
+api_url = "http://{ch_addr}"
+[exporters.webhook]
+url = "http://{ch_addr}/hook"
+[service]
+data_dir = "{data}"
+[service.pipelines."metrics/bots"]
+receivers = ["freqtrade/main"]
+processors = ["risk"]
+exporters = ["nop"]
+[service.pipelines."logs/alerts"]
+receivers = ["alerts"]
+exporters = ["slack", "telegram", "webhook"]
+"#,
+        data = dir.path().display()
+    );
+    let src = Source::from_text("bench.toml".into(), &text, &|_| None).unwrap();
+    let cfg = tradewatch::config::Config::from_source(&src, &tradewatch::registry::builtin())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = rt.spawn(tradewatch::service::run::run(cfg, stop.clone()));
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let g = log.lock().unwrap();
+        let done = [
+            g.pauses.len(),
+            g.slack.len(),
+            g.telegram.len(),
+            g.webhook.len(),
+        ]
+        .iter()
+        .all(|n| *n >= breaches);
+        if done || started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+    }
+    stop.cancel();
+    let _ = rt.block_on(run);
+    let g = log.lock().unwrap();
+    let lat = |arrivals: &[Instant]| -> Vec<Duration> {
+        g.breach_sent
+            .iter()
+            .zip(arrivals)
+            .take(breaches)
+            .map(|(sent, got)| got.saturating_duration_since(*sent))
+            .collect()
+    };
+    println!(
+        "polls {}, breaches sent {}, pauses {}, alerts slack/telegram/webhook {}/{}/{}",
+        g.polls,
+        g.breach_sent.len(),
+        g.pauses.len(),
+        g.slack.len(),
+        g.telegram.len(),
+        g.webhook.len()
+    );
+    percentiles("breach → pause request", lat(&g.pauses));
+    percentiles("breach → alert at Slack", lat(&g.slack));
+    percentiles("breach → alert at Telegram", lat(&g.telegram));
+    percentiles("breach → alert at webhook", lat(&g.webhook));
+}

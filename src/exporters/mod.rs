@@ -10,6 +10,6 @@ pub mod log;
 pub mod nop;
 pub mod otlp;
 pub mod slack;
+pub mod sns;
 pub mod telegram;
 pub mod webhook;
-pub mod sns;

@@ -179,6 +179,30 @@ impl Collector {
         }
     }
 
+    /// Stops the collector (SIGTERM) and starts it again on the same config, working
+    /// directory and data, appending to the same stderr file; waits until it is healthy.
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.terminate(Duration::from_secs(20));
+        let stderr = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_path)
+            .expect("stderr file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewatch"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(self.dir.path())
+            .env("TRADEWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn tradewatch"));
+        self.wait_healthy();
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
