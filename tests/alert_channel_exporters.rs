@@ -783,5 +783,37 @@ exporters = ["alertmanager"]
     std::thread::sleep(Duration::from_millis(2500));
     assert!(!am.is_active("MaxDrawdownExceeded"));
     assert!(am.is_active("PdtApproaching"));
+
+    // Escalation: the same alert (same fingerprint) now critical. To Alertmanager that
+    // is a new label set; the warning one ends at once instead of lingering.
+    send(
+        http,
+        &[alert(
+            "PdtApproaching",
+            AlertState::Firing,
+            Severity::Critical,
+            "3 day trades used",
+        )],
+    );
+    let severities = || -> Vec<String> {
+        am.active()
+            .iter()
+            .filter(|l| l["alertname"] == "PdtApproaching")
+            .map(|l| l["severity"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // Without the ending, the warning would stay active until its resolve_timeout
+    // (4 s) after the critical one appeared: the first snapshot that has the critical
+    // one must not have the warning one.
+    let mut snapshot = Vec::new();
+    eventually(
+        Duration::from_secs(20),
+        "the critical PdtApproaching active",
+        || {
+            snapshot = severities();
+            snapshot.iter().any(|s| s == "critical")
+        },
+    );
+    assert_eq!(snapshot, ["critical"], "the warning label set was not ended");
     c.terminate(Duration::from_secs(10));
 }

@@ -311,6 +311,13 @@ impl Exporter for AlertmanagerExporter {
                     };
                     let known = active.get(&key).cloned();
                     if a.is_firing() {
+                        // A change of severity is a new label set to Alertmanager: end
+                        // the old one now, or it would linger until it expires.
+                        if let Some(old) =
+                            known.as_ref().filter(|k| k.alert.labels != labeled.labels)
+                        {
+                            items.push(shared.item(old, at));
+                        }
                         let entry = Active {
                             alert: labeled,
                             starts_at: known
