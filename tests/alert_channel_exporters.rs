@@ -814,6 +814,10 @@ exporters = ["alertmanager"]
             snapshot.iter().any(|s| s == "critical")
         },
     );
-    assert_eq!(snapshot, ["critical"], "the warning label set was not ended");
+    assert_eq!(
+        snapshot,
+        ["critical"],
+        "the warning label set was not ended"
+    );
     c.terminate(Duration::from_secs(10));
 }

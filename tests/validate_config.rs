@@ -41,6 +41,12 @@ receivers = ["otlp"]
 exporters = ["file"]
 "#;
 
+const RISK_METRICS: &str = r#"[service.pipelines.metrics]
+receivers = ["otlp"]
+processors = ["risk"]
+exporters = ["file"]
+"#;
+
 fn cat(parts: &[&str]) -> Option<String> {
     Some(parts.join("\n"))
 }
@@ -490,6 +496,48 @@ fn cases() -> Vec<Case> {
             at: "critical = true",
             key: "exporters.\"otlp/jaeger\".sending_queue.critical",
             message: "unknown field `critical`",
+        },
+        Case {
+            name: "a risk limit outside the deployment bounds",
+            config: cat(&[OTLP_IN, "[processors.risk]\nmax_drawdown_pct = 60\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "max_drawdown_pct = 60",
+            key: "processors.risk.max_drawdown_pct",
+            message: "max_drawdown_pct: 60 is outside the deployment bounds 1..50",
+        },
+        Case {
+            name: "a per-bot risk limit outside its bounds",
+            config: cat(&[OTLP_IN, "[processors.risk]\n[processors.risk.bots.main]\nmax_leverage = 11\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "max_leverage = 11",
+            key: "processors.risk.bots.main.max_leverage",
+            message: "max_leverage: 11 is outside the deployment bounds 1..10",
+        },
+        Case {
+            name: "an unknown breach action",
+            config: cat(&[OTLP_IN, "[processors.risk]\naction_on_breach = \"liquidate\"\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "\"liquidate\"",
+            key: "processors.risk.action_on_breach",
+            message: "unknown action \"liquidate\": use \"pause\", \"stop\" or \"alert_only\"",
+        },
+        Case {
+            name: "an alert rule without the metric it watches",
+            config: cat(&[OTLP_IN, "[processors.risk]\n[[processors.risk.rules]]\nname = \"DrawdownHigh\"\ncritical = 8\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "[[processors.risk.rules]]",
+            key: "processors.risk.rules.metric",
+            message: "missing field `metric`",
+        },
+        Case {
+            name: "an alert rule whose critical level is easier to reach than its warning",
+            config: cat(&[OTLP_IN, "[processors.risk]\n[[processors.risk.rules]]\nname = \"Dd\"\nmetric = \"dd\"\nwarning = 8\ncritical = 5\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "critical = 5",
+            key: "processors.risk.rules[0].critical",
+            message: "critical 5 is easier to reach than warning 8",
+        },
+        Case {
+            name: "a risk processor controlling a receiver that is not a freqtrade one",
+            config: cat(&[OTLP_IN, "[processors.risk]\ncontrol = \"otlp\"\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "control",
+            key: "processors.risk.control",
+            message: "freqtrade",
         },
     ]
 }

@@ -373,12 +373,18 @@ impl Source {
             .strip_prefix("missing field `")
             .and_then(|m| m.strip_suffix('`'))
         {
-            let key = if path.is_empty() {
+            let span = e.span().unwrap_or(0..0);
+            // Inside the component, the table the field is missing from (one table of an
+            // array of tables, such as a rule) names it better than the component.
+            let table = self
+                .written_key_at(span.start)
+                .filter(|k| !path.is_empty() && k.starts_with(path) && k.len() > path.len())
+                .unwrap_or_else(|| path.to_owned());
+            let key = if table.is_empty() {
                 field.to_owned()
             } else {
-                format!("{path}.{field}")
+                format!("{table}.{field}")
             };
-            let span = e.span().unwrap_or(0..0);
             return self.error_span_key(span, key, format!("{message}: add it"));
         }
         self.error_at(e.span(), path, message)

@@ -476,3 +476,56 @@ fn limits_out_of_bounds_and_unknown_actions_name_file_line_and_key() {
     let e = err("[processors.risk]\n[[processors.risk.rules]]\nname = \"x\"\ncritical = 5\n");
     assert!(e.contains("metric"), "{e}");
 }
+
+#[tokio::test]
+async fn a_firing_rule_is_not_raised_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"{BASE}
+[[processors.risk.rules]]
+name = "DrawdownHigh"
+metric = "freqtrade.drawdown.current.ratio"
+critical = 0.05
+group_by = ["bot"]
+"#
+    );
+    let mut h = harness(&text, dir.path(), Arc::default());
+    h.feed(poll("main", 0.06, 0, &[], 0));
+    assert_eq!(
+        names(&h.alerts().await),
+        [(
+            "DrawdownHigh".into(),
+            AlertState::Firing,
+            Severity::Critical
+        )]
+    );
+    h.close();
+    drop(h);
+    let mut h = harness(&text, dir.path(), Arc::default());
+    let req = h.feed(poll("main", 0.07, 0, &[], 0));
+    assert!(h.alerts().await.is_empty(), "still firing: nothing new");
+    assert_eq!(
+        gauge(
+            &req,
+            "tradewatch.alert.level",
+            &[("alert", "DrawdownHigh"), ("bot", "main")]
+        ),
+        Some(2.0)
+    );
+    h.feed(poll("main", 0.01, 0, &[], 0));
+    assert_eq!(
+        names(&h.alerts().await),
+        [("DrawdownHigh".into(), AlertState::Resolved, Severity::Info)]
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_state_file_is_set_aside_and_monitoring_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = crate::state::StateDir::new(dir.path(), "processor", "risk");
+    state.write_blocking("state.json", b"{ not json").unwrap();
+    let mut h = harness(BASE, dir.path(), Arc::default());
+    h.feed(poll("main", 0.5, 1, &[], 0));
+    assert_eq!(h.alerts().await.len(), 1, "a breach is still caught");
+    assert!(state.path().join("state.json.corrupt").exists());
+}
