@@ -48,48 +48,29 @@ const COUNTER: MetricKind = MetricKind::Sum {
     monotonic: true,
 };
 
+/// One fed point: seconds, metric, kind, labels, value.
+type Point = (
+    u64,
+    &'static str,
+    MetricKind,
+    Vec<(&'static str, &'static str)>,
+    f64,
+);
+
 /// One row: the rule, the points fed (seconds, metric, labels, value), the level expected
 /// at the end (after a clock tick at `tick` seconds when given).
 struct Row {
     rule: &'static str,
-    points: Vec<(
-        u64,
-        &'static str,
-        MetricKind,
-        Vec<(&'static str, &'static str)>,
-        f64,
-    )>,
+    points: Vec<Point>,
     tick: Option<u64>,
     want: Level,
 }
 
-fn g(
-    t: u64,
-    m: &'static str,
-    labels: &[(&'static str, &'static str)],
-    v: f64,
-) -> (
-    u64,
-    &'static str,
-    MetricKind,
-    Vec<(&'static str, &'static str)>,
-    f64,
-) {
+fn g(t: u64, m: &'static str, labels: &[(&'static str, &'static str)], v: f64) -> Point {
     (t, m, GAUGE, labels.to_vec(), v)
 }
 
-fn c(
-    t: u64,
-    m: &'static str,
-    labels: &[(&'static str, &'static str)],
-    v: f64,
-) -> (
-    u64,
-    &'static str,
-    MetricKind,
-    Vec<(&'static str, &'static str)>,
-    f64,
-) {
+fn c(t: u64, m: &'static str, labels: &[(&'static str, &'static str)], v: f64) -> Point {
     (t, m, COUNTER, labels.to_vec(), v)
 }
 
@@ -452,6 +433,9 @@ fn a_table_of_metrics_trips_every_seed_rule() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A metric, a calm value, its labels.
+type Calm = (&'static str, f64, &'static [(&'static str, &'static str)]);
+
 #[test]
 fn below_every_threshold_nothing_fires() {
     let src = source(&[]);
@@ -459,7 +443,7 @@ fn below_every_threshold_nothing_fires() {
         tradewatch::processors::risk::settings(&src, &ComponentId::parse("risk").unwrap()).unwrap();
     let mut set = RuleSet::new(risk.rules.clone());
     let mut out = Vec::new();
-    let calm: &[(&str, f64, &[(&str, &str)])] = &[
+    let calm: &[Calm] = &[
         (
             "freqtrade.poll.consecutive_failures",
             0.0,
