@@ -85,7 +85,7 @@ fn parse_probe(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>
     Ok(Arc::new(c))
 }
 
-/// A processor that names the receiver it controls, as the risk processor will.
+/// A processor that names the receiver it controls, as the risk processor does.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RiskConfig {
@@ -109,7 +109,7 @@ fn parse_risk(src: &Source, id: &ComponentId) -> Result<Arc<dyn ProcessorConfig>
 fn registry() -> Registry {
     let mut r = tradewatch::registry::builtin();
     r.exporters.push(("probe", parse_probe));
-    r.processors.push(("risk", parse_risk));
+    r.processors.push(("controller", parse_risk));
     r
 }
 
@@ -248,13 +248,13 @@ fn critical_is_read_for_every_kind_and_hidden_from_the_component() {
         .replace("[exporters.probe]\n", "[exporters.probe]\ncritical = true\n")
         .replace(
             "[service]",
-            "[processors.risk]\ncontrol = \"otlp\"\ncritical = false\n\n[exporters.file]\npath = \"o.jsonl\"\n\n[service]",
+            "[processors.controller]\ncontrol = \"otlp\"\ncritical = false\n\n[exporters.file]\npath = \"o.jsonl\"\n\n[service]",
         )
-        .replace("exporters = [\"probe\"]", "processors = [\"risk\"]\nexporters = [\"probe\", \"file\"]");
+        .replace("exporters = [\"probe\"]", "processors = [\"controller\"]\nexporters = [\"probe\", \"file\"]");
     let cfg = load(&text, &[("TW_TOKEN", "t")]).unwrap();
     let id = |s: &str| ComponentId::parse(s).unwrap();
     assert!(!cfg.is_critical(Kind::Receiver, &id("otlp")));
-    assert!(!cfg.is_critical(Kind::Processor, &id("risk")));
+    assert!(!cfg.is_critical(Kind::Processor, &id("controller")));
     assert!(cfg.is_critical(Kind::Exporter, &id("probe")));
     // Not written: the component's default (the file exporter is not critical).
     assert!(!cfg.is_critical(Kind::Exporter, &id("file")));
@@ -281,15 +281,15 @@ fn a_dangling_or_mistyped_reference_is_refused_with_file_line_and_key() {
     let text = PROBE_CONFIG
         .replace(
             "[service]",
-            "[processors.risk]\ncontrol = \"otlp/main\"\n\n[exporters.file]\npath = \"o.jsonl\"\n\n[service]",
+            "[processors.controller]\ncontrol = \"otlp/main\"\n\n[exporters.file]\npath = \"o.jsonl\"\n\n[service]",
         )
         .replace("tags = [", "alerts_to = \"file\"\ntags = [")
-        .replace("exporters = [\"probe\"]", "processors = [\"risk\"]\nexporters = [\"probe\", \"file\"]");
+        .replace("exporters = [\"probe\"]", "processors = [\"controller\"]\nexporters = [\"probe\", \"file\"]");
     let e = load(&text, &[("TW_TOKEN", "t")]).expect_err("refused");
     assert_eq!(e.0.len(), 1, "{e}");
     assert_eq!(
         e.to_string(),
-        "/etc/tw/t.toml:15:1: processors.risk.control: receiver \"otlp/main\" is not declared: add a [receivers.\"otlp/main\"] table or fix the name"
+        "/etc/tw/t.toml:15:1: processors.controller.control: receiver \"otlp/main\" is not declared: add a [receivers.\"otlp/main\"] table or fix the name"
     );
     // Declared, and of the right type: accepted.
     load(&text.replace("otlp/main", "otlp"), &[("TW_TOKEN", "t")]).unwrap();
