@@ -32,6 +32,7 @@ pub fn builtin() -> Registry {
             ("webhook", crate::exporters::webhook::parse),
             ("alertmanager", crate::exporters::alertmanager::parse),
             ("log", crate::exporters::log::parse),
+            #[cfg(feature = "aws")]
             ("sns", crate::exporters::sns::parse),
         ],
     }

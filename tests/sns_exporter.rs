@@ -2,6 +2,7 @@
 //! collector as OTLP/JSON over HTTP go through a logs pipeline to SNS, and are read back
 //! through an SQS queue subscribed to the topic (the SNS envelope: Subject, Message,
 //! MessageAttributes).
+#![cfg(feature = "aws")]
 
 mod common;
 

@@ -10,6 +10,7 @@ pub mod log;
 pub mod nop;
 pub mod otlp;
 pub mod slack;
+#[cfg(feature = "aws")]
 pub mod sns;
 pub mod telegram;
 pub mod webhook;
