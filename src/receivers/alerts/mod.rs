@@ -84,11 +84,28 @@ impl Receiver for AlertsReceiver {
                         },
                         _ = shutdown.cancelled() => break,
                     };
-                    deliver(&consumer, alert).await;
+                    // Alerts raised together (one evaluation's breaches) travel as one
+                    // batch, so a channel that must mind its rate limit (Slack: one
+                    // message a second) can send them as one message.
+                    let mut group = vec![alert];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(a) => group.push(a),
+                            Err(_) => break,
+                        }
+                    }
+                    deliver(&consumer, group).await;
                 }
                 rx.close();
+                let mut rest = Vec::new();
                 while let Ok(alert) = rx.try_recv() {
-                    deliver(&consumer, alert).await;
+                    rest.push(alert);
+                    if rest.len() == MAX_GROUP {
+                        deliver(&consumer, std::mem::take(&mut rest)).await;
+                    }
+                }
+                if !rest.is_empty() {
+                    deliver(&consumer, rest).await;
                 }
             });
             Ok(run)
@@ -96,12 +113,17 @@ impl Receiver for AlertsReceiver {
     }
 }
 
-/// Puts one alert into the logs pipelines, waiting for room: internal data has no client
-/// to retry for it.
-async fn deliver(consumer: &Consumer, alert: Alert) {
-    let batch = Batch::new(Payload::Logs(alerts_request([&alert])));
+/// At most this many alerts travel in one batch.
+const MAX_GROUP: usize = 100;
+
+/// Puts alerts into the logs pipelines as one batch, waiting for room: internal data has
+/// no client to retry for it.
+async fn deliver(consumer: &Consumer, alerts: Vec<Alert>) {
+    let batch = Batch::new(Payload::Logs(alerts_request(&alerts)));
     if consumer.deliver(batch, None).await.is_err() {
-        tracing::error!(alert = %alert.name, summary = %alert.summary, "pipeline closed; alert logged here only");
+        for alert in &alerts {
+            tracing::error!(alert = %alert.name, summary = %alert.summary, "pipeline closed; alert logged here only");
+        }
     }
 }
 
@@ -134,7 +156,6 @@ mod tests {
         });
         let shutdown = tokio_util::sync::CancellationToken::new();
         let run = receiver.start(outputs, shutdown.clone()).await.unwrap();
-        let task = tokio::spawn(run);
         let alert = |state| Alert {
             name: "MaxDrawdownExceeded".into(),
             state,
@@ -147,10 +168,17 @@ mod tests {
         };
         sink.emit(alert(AlertState::Firing));
         sink.emit(alert(AlertState::Resolved));
+        let task = tokio::spawn(run);
+        // Both were queued before the receiver looked: they travel as one batch.
+        let first = pipeline.recv().await.expect("a batch");
+        let Payload::Logs(req) = &first.payload else {
+            panic!("alerts are logs")
+        };
+        assert_eq!(req.resource_logs[0].scope_logs[0].log_records.len(), 2);
+        let mut records = req.resource_logs[0].scope_logs[0].log_records.clone();
         // Shutdown begins with the sink still held: what was raised is still delivered,
         // and the receiver stops all the same.
         shutdown.cancel();
-        let mut records = Vec::new();
         while let Some(b) = pipeline.recv().await {
             let Payload::Logs(req) = b.payload else {
                 panic!("alerts are logs")
