@@ -4,9 +4,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tradewatch::otlp::wire::{self, Counts, WireError};
 
