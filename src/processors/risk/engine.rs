@@ -93,6 +93,17 @@ impl Limit {
         }
     }
 
+    /// What was measured, in a sentence.
+    fn words(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown => "drawdown",
+            Limit::MaxOpenTrades => "open trades",
+            Limit::MaxLeverage => "leverage",
+            Limit::MaxDailyLoss => "daily loss",
+            Limit::MonitoringFailure => "failed polls in a row",
+        }
+    }
+
     fn op(self) -> &'static str {
         match self {
             Limit::MaxDrawdown | Limit::MaxDailyLoss | Limit::MonitoringFailure => "≥",
@@ -230,6 +241,12 @@ fn str_attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
             any_value::Value::StringValue(s) => Some(s.as_str()),
             _ => None,
         })
+}
+
+/// Two decimals at most: limits are percents, counts and leverages.
+fn fmt_short(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn fmt_num(v: f64) -> String {
@@ -607,8 +624,8 @@ impl Engine {
             };
             let summary = format!(
                 "{bot}: {} {}{} {} limit {}{} — {}",
-                limit.label().replace('_', " "),
-                fmt_num(value),
+                limit.words(),
+                fmt_short(value),
                 limit.unit(),
                 limit.op(),
                 fmt_num(threshold),
@@ -662,8 +679,8 @@ impl Engine {
                 severity: Severity::Info,
                 summary: format!(
                     "{bot}: {} back to {}{} (limit {}{}){}",
-                    limit.label().replace('_', " "),
-                    fmt_num(value),
+                    limit.words(),
+                    fmt_short(value),
                     limit.unit(),
                     fmt_num(breach.threshold),
                     limit.unit(),
