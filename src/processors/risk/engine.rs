@@ -1070,6 +1070,17 @@ fn default_summary(rule: &super::rules::Rule, t: &Transition) -> String {
     } else {
         format!(" [{}]", who.join(", "))
     };
+    if rule.kind == super::rules::RuleKind::Composite {
+        return if t.to == Level::Ok {
+            format!(
+                "{}: none of {} is firing any more",
+                rule.name,
+                rule.any_of.join(", ")
+            )
+        } else {
+            format!("{}: one of {} is firing", rule.name, rule.any_of.join(", "))
+        };
+    }
     match (t.to, t.value, t.threshold) {
         (Level::Ok, Some(v), _) => format!(
             "{}{who}: back to normal ({} = {})",

@@ -86,6 +86,8 @@ pub enum RuleKind {
     Threshold,
     Increase,
     Absent,
+    /// Fires while any rule in `any_of` has a series above ok (a composite alarm).
+    Composite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -170,8 +172,10 @@ pub struct Rule {
     pub stale_after: Duration,
     pub summary: Option<String>,
     pub labels: BTreeMap<String, String>,
-    /// For `absent` rules: the severity of a missing series.
+    /// For `absent` and `composite` rules: the severity they fire with.
     pub severity: Level,
+    /// For `composite` rules: the rules it watches, by name.
+    pub any_of: Vec<String>,
 }
 
 /// `[[processors.risk.rules]]` as written.
@@ -179,6 +183,7 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
+    #[serde(default)]
     pub metric: String,
     #[serde(default, rename = "match")]
     pub matchers: BTreeMap<String, String>,
@@ -201,6 +206,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub severity: Option<String>,
+    #[serde(default)]
+    pub any_of: Vec<String>,
 }
 
 impl RuleConfig {
@@ -209,8 +216,30 @@ impl RuleConfig {
         if self.name.trim().is_empty() {
             return Err(("name", "a rule needs a non-empty name".into()));
         }
-        if self.metric.trim().is_empty() {
-            return Err(("metric", "a rule needs the metric it watches".into()));
+        if self.kind == RuleKind::Composite {
+            if self.any_of.is_empty() {
+                return Err((
+                    "any_of",
+                    "a composite rule needs `any_of`: the names of the rules it combines".into(),
+                ));
+            }
+            if !self.metric.is_empty() || self.warning.is_some() || self.critical.is_some() {
+                return Err((
+                    "kind",
+                    "a composite rule watches other rules (`any_of`), not a metric or thresholds"
+                        .into(),
+                ));
+            }
+        } else {
+            if self.metric.trim().is_empty() {
+                return Err(("metric", "a rule needs the metric it watches".into()));
+            }
+            if !self.any_of.is_empty() {
+                return Err((
+                    "any_of",
+                    "`any_of` is for kind = \"composite\" rules".into(),
+                ));
+            }
         }
         for (k, v) in [("warning", self.warning), ("critical", self.critical)] {
             if v.is_some_and(|v| !v.is_finite()) {
@@ -245,6 +274,7 @@ impl RuleConfig {
                     }
                 }
             }
+            RuleKind::Composite => {}
             RuleKind::Absent => {
                 if self.warning.is_some() || self.critical.is_some() {
                     return Err((
@@ -291,10 +321,10 @@ impl RuleConfig {
                 ))
             }
         };
-        if self.severity.is_some() && self.kind != RuleKind::Absent {
+        if self.severity.is_some() && !matches!(self.kind, RuleKind::Absent | RuleKind::Composite) {
             return Err((
                 "severity",
-                "`severity` is for absent rules; threshold rules take `warning` and `critical`"
+                "`severity` is for absent and composite rules; threshold rules take `warning` and `critical`"
                     .into(),
             ));
         }
@@ -327,6 +357,7 @@ impl RuleConfig {
             summary: self.summary,
             labels: self.labels,
             severity,
+            any_of: self.any_of,
         })
     }
 }
@@ -405,6 +436,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Metric name → rules watching it (as `metric` or as `per`), for a cheap lookup.
     by_metric: HashMap<String, Vec<(usize, bool)>>,
+    /// Composite rules and the indices of the rules they combine.
+    composites: Vec<(usize, Vec<usize>)>,
     series: Vec<HashMap<String, Series>>,
     /// Whether a series changed in a way worth saving.
     dirty: bool,
@@ -413,7 +446,21 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
         let mut by_metric: HashMap<String, Vec<(usize, bool)>> = HashMap::new();
+        let mut composites = Vec::new();
         for (i, r) in rules.iter().enumerate() {
+            if r.kind == RuleKind::Composite {
+                let members = r
+                    .any_of
+                    .iter()
+                    .filter_map(|n| {
+                        rules
+                            .iter()
+                            .position(|m| &m.name == n && m.kind != RuleKind::Composite)
+                    })
+                    .collect();
+                composites.push((i, members));
+                continue;
+            }
             by_metric
                 .entry(r.metric.clone())
                 .or_default()
@@ -426,6 +473,7 @@ impl RuleSet {
         RuleSet {
             rules,
             by_metric,
+            composites,
             series,
             dirty: false,
         }
@@ -521,7 +569,7 @@ impl RuleSet {
             series.last_seen = now;
             let value = match rule.kind {
                 RuleKind::Threshold => Some(s.value),
-                RuleKind::Absent => None,
+                RuleKind::Absent | RuleKind::Composite => None,
                 RuleKind::Increase => {
                     let delta = matches!(
                         s.kind,
@@ -554,7 +602,7 @@ impl RuleSet {
             };
             series.last_value = value.or(series.last_value);
             let cond = match (rule.kind, value) {
-                (RuleKind::Absent, _) => Level::Ok,
+                (RuleKind::Absent | RuleKind::Composite, _) => Level::Ok,
                 (_, None) => continue,
                 (_, Some(v)) => condition(rule, v),
             };
@@ -562,6 +610,31 @@ impl RuleSet {
         }
         if out.len() > before {
             self.dirty = true;
+            self.composite(now, out);
+        }
+    }
+
+    /// Re-evaluates the composite rules after their members changed.
+    fn composite(&mut self, now: Nanos, out: &mut Vec<Transition>) {
+        for (i, members) in &self.composites {
+            let firing = members
+                .iter()
+                .any(|m| self.series[*m].values().any(|s| s.level != Level::Ok));
+            let rule = &self.rules[*i];
+            let target = if firing { rule.severity } else { Level::Ok };
+            let series = self.series[*i]
+                .entry(String::new())
+                .or_insert_with(|| Series {
+                    since: now,
+                    last_seen: now,
+                    ..Default::default()
+                });
+            if series.level != target {
+                let from = series.level;
+                series.level = target;
+                series.since = now;
+                out.push(transition(*i, rule, series, from, target, None, now));
+            }
         }
     }
 
@@ -577,6 +650,9 @@ impl RuleSet {
     pub fn tick(&mut self, now: Nanos, out: &mut Vec<Transition>) {
         let before = out.len();
         for (i, rule) in self.rules.iter().enumerate() {
+            if rule.kind == RuleKind::Composite {
+                continue;
+            }
             for series in self.series[i].values_mut() {
                 let silent = now.saturating_sub(series.last_seen);
                 match rule.kind {
@@ -621,6 +697,7 @@ impl RuleSet {
         }
         if out.len() > before {
             self.dirty = true;
+            self.composite(now, out);
         }
     }
 
@@ -1047,6 +1124,33 @@ critical = 8"#,
         assert!(feed(&mut again, "dd", "a", 9.5, 5 * S).is_empty());
         let t = feed(&mut again, "dd", "a", 1.0, 6 * S);
         assert_eq!(levels(&t), [(Level::Critical, Level::Ok)]);
+    }
+
+    #[test]
+    fn a_composite_fires_while_any_member_does() {
+        let mut set = RuleSet::new(vec![
+            rule("name = \"a\"\nmetric = \"a\"\ncritical = 1"),
+            rule("name = \"b\"\nmetric = \"b\"\nwarning = 1"),
+            rule("name = \"any\"\nkind = \"composite\"\nany_of = [\"a\", \"b\"]"),
+        ]);
+        let composite = |t: &[Transition]| -> Vec<(Level, Level)> {
+            t.iter()
+                .filter(|t| t.rule == 2)
+                .map(|t| (t.from, t.to))
+                .collect()
+        };
+        assert!(composite(&feed(&mut set, "a", "x", 0.0, 0)).is_empty());
+        assert_eq!(
+            composite(&feed(&mut set, "b", "x", 2.0, S)),
+            [(Level::Ok, Level::Critical)]
+        );
+        // A second member firing changes nothing; the composite resolves with the last.
+        assert!(composite(&feed(&mut set, "a", "x", 2.0, 2 * S)).is_empty());
+        assert!(composite(&feed(&mut set, "b", "x", 0.0, 3 * S)).is_empty());
+        assert_eq!(
+            composite(&feed(&mut set, "a", "x", 0.0, 4 * S)),
+            [(Level::Critical, Level::Ok)]
+        );
     }
 
     #[test]
