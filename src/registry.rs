@@ -27,6 +27,7 @@ pub fn builtin() -> Registry {
             ("file", crate::exporters::file::parse),
             ("debug", crate::exporters::debug::parse),
             ("nop", crate::exporters::nop::parse),
+            ("prometheus", crate::exporters::prometheus::parse),
             ("slack", crate::exporters::slack::parse),
             ("telegram", crate::exporters::telegram::parse),
             ("webhook", crate::exporters::webhook::parse),

@@ -533,7 +533,7 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
         Duration::from_secs(90),
         "the total profit changes between polls",
         || {
-            let v = values("freqtrade.profit.total");
+            let v = values("freqtrade.profit.all");
             v.windows(2).any(|w| w[0] != w[1])
         },
     );

@@ -37,11 +37,11 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
         || {
             seen = std::fs::read_to_string(&out).unwrap_or_default();
             seen.contains("\"freqtrade.drawdown.current.pct\"")
-                && seen.contains("\"freqtrade.profit.total.pct\"")
+                && seen.contains("\"freqtrade.profit.all.pct\"")
         },
     );
     assert!(
-        !seen.contains("\"freqtrade.profit.total.ratio\""),
+        !seen.contains("\"freqtrade.profit.all.ratio\""),
         "every ratio is converted"
     );
     assert!(seen.contains("\"unit\":\"%\""), "percent units");

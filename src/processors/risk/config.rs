@@ -97,8 +97,8 @@ impl Default for Inputs {
             open_trades: "freqtrade.trades.open".into(),
             leverage: "freqtrade.trade.leverage".into(),
             consecutive_failures: "freqtrade.poll.consecutive_failures".into(),
-            profit: "freqtrade.profit.total".into(),
-            balance: "freqtrade.balance.total".into(),
+            profit: "freqtrade.profit.all".into(),
+            balance: "freqtrade.balance".into(),
             daily_pnl_pct: String::new(),
         }
     }

@@ -946,7 +946,7 @@ impl Engine {
         let t = Timestamp::now();
         b.gauge(
             "tradewatch.risk.limit",
-            "1",
+            "",
             "The configured limit (percent for drawdown and daily loss)",
         );
         for limit in Limit::ORDER {
@@ -956,7 +956,7 @@ impl Engine {
         }
         b.gauge(
             "tradewatch.risk.value",
-            "1",
+            "",
             "The latest measured value each limit is compared with",
         );
         for (limit, v) in &state.values {
@@ -964,7 +964,7 @@ impl Engine {
         }
         b.gauge(
             "tradewatch.risk.breached",
-            "1",
+            "",
             "1 while the limit is breached",
         );
         for limit in Limit::ORDER {
@@ -975,7 +975,7 @@ impl Engine {
         }
         b.gauge(
             "tradewatch.risk.breach_run",
-            "1",
+            "",
             "1 while the bot is in a breach run",
         )
         .point(i64::from(state.run.is_some()), [attr("bot", bot)], t);
@@ -984,7 +984,7 @@ impl Engine {
         });
         b.gauge(
             "tradewatch.risk.action_pending",
-            "1",
+            "",
             "1 while the breach run's action has not succeeded yet",
         )
         .point(i64::from(pending), [attr("bot", bot)], t);
@@ -994,7 +994,7 @@ impl Engine {
         let t = Timestamp::now();
         b.gauge(
             "tradewatch.alert.level",
-            "1",
+            "",
             "State of an alert rule's series: 0 ok, 1 warning, 2 critical",
         );
         let mut done = std::collections::HashSet::new();
