@@ -1081,6 +1081,39 @@ fn a_warning_is_printed_and_the_config_still_accepted() {
     assert_untouched(dir.path(), Some(&path), "unused exporter");
 }
 
+/// The commented healthcheck example in config.toml is valid once uncommented.
+#[test]
+fn the_commented_healthcheck_example_in_config_toml_is_valid() {
+    let shipped =
+        std::fs::read_to_string(common::repo_root().join("config.toml")).expect("config.toml");
+    let start = shipped
+        .find("# [receivers.\"healthcheck/deps\"]")
+        .expect("the healthcheck example in config.toml");
+    let end = start
+        + shipped[start..]
+            .find("\n\n")
+            .expect("the example ends with a blank line");
+    let uncommented: String = shipped[start..end]
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ")
+                .unwrap_or(if l == "#" { "" } else { l })
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(uncommented.contains("type = \"postgres\""), "{uncommented}");
+    let config = format!("{}\n{uncommented}\n{}", &shipped[..start], &shipped[end..]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = validate(dir.path(), &path);
+    assert!(
+        out.status.success(),
+        "validate refused the uncommented example:\n{}\n{config}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_shipped_config_toml_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
