@@ -214,6 +214,12 @@ critical = false
     let comp = component(&c);
     assert_eq!(comp["state"], "failed", "{comp}");
     assert_eq!(c.status()["status"], "UNHEALTHY");
+    assert_eq!(
+        common::http_get(c.service, "/status")
+            .expect("GET /status")
+            .0,
+        503
+    );
     let err = comp["last_error"]["message"].as_str().unwrap_or_default();
     assert!(err.contains("UNHEALTHY") && err.contains("redis"), "{err}");
     eventually(LONG, "healthcheck.state 2", || {
@@ -749,4 +755,31 @@ critical = false
     );
     assert_eq!(aggregate(&c), "DEGRADED");
     assert!(!c.status().to_string().contains("Ft-Secret-1"));
+}
+
+/// `critical = false` on the receiver itself: a failing critical check still fails the
+/// receiver and makes its aggregate UNHEALTHY, but tradewatch's `/status` stays DEGRADED
+/// (200), for a deployment whose readiness must not follow its dependencies.
+#[test]
+fn a_non_critical_receiver_keeps_the_service_degraded() {
+    let refused = free_port();
+    let service = free_port();
+    let receiver = format!(
+        r#"interval = "300ms"
+critical = false
+[[receivers."healthcheck/deps".checks]]
+name = "broker"
+type = "tcp"
+address = "127.0.0.1:{refused}"
+"#
+    );
+    let c = Collector::start(&config(service, &receiver), service);
+    eventually(LONG, "the broker check fails", || {
+        latest(&c, "healthcheck.up", "broker") == Some(0.0) && aggregate(&c) == "UNHEALTHY"
+    });
+    assert_eq!(component(&c)["state"], "failed");
+    assert_eq!(component(&c)["critical"], false);
+    let (code, body) = common::http_get(c.service, "/status").expect("GET /status");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(c.status()["status"], "DEGRADED");
 }
