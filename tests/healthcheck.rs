@@ -409,8 +409,14 @@ name = "tcp_refused"
 type = "tcp"
 address = "127.0.0.1:{refused}"
 critical = false
+
+[[receivers."healthcheck/deps".checks]]
+name = "tcp_ok"
+type = "tcp"
+address = "127.0.0.1:{fake_port}"
 "#,
-        hole = hole.port
+        hole = hole.port,
+        fake_port = fake.port()
     );
     let c = Collector::start(&config(service, &receiver), service);
     let failing = [
@@ -423,6 +429,7 @@ critical = false
     ];
     eventually(LONG, "every check ran", || {
         latest(&c, "healthcheck.up", "api") == Some(1.0)
+            && latest(&c, "healthcheck.up", "tcp_ok") == Some(1.0)
             && failing
                 .iter()
                 .all(|n| latest(&c, "healthcheck.up", n) == Some(0.0))
