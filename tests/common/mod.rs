@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod moto;
+pub mod stores;
 
 /// A loopback port nobody listens on now, and one this test process has never handed
 /// out before. The OS picks it (bind to port 0, then release it); remembering what was
