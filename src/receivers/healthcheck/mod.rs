@@ -436,7 +436,7 @@ impl HealthcheckReceiver {
         };
         b.gauge(
             "healthcheck.up",
-            "1",
+            "",
             "1 when the check's last run passed, else 0",
         );
         for (c, (r, _)) in self.checks.iter().zip(outcomes) {
@@ -460,7 +460,7 @@ impl HealthcheckReceiver {
         }
         b.gauge(
             "healthcheck.state",
-            "1",
+            "",
             "Aggregate of the checks: 0 HEALTHY, 1 DEGRADED (only non-critical checks fail), 2 UNHEALTHY (a critical check fails)",
         )
         .point(
