@@ -6,9 +6,9 @@
 //! for one family's copy, never for a whole scrape.
 
 use super::names::{base_factor, label_name, metric_name, unit_suffix, with_suffix};
-use crate::otlp::{for_each_metric_point, MetricKind, PointRef};
+use crate::otlp::{for_each_metric_point, value_text, MetricKind, PointRef};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::exemplar;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -107,15 +107,7 @@ pub struct Store {
 }
 
 fn text(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
+    v.as_ref().map(value_text).unwrap_or_default()
 }
 
 /// Sanitised label pairs; colliding names are joined with `;` as the spec says.

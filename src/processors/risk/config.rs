@@ -88,6 +88,24 @@ pub struct Inputs {
     pub daily_pnl_pct: String,
 }
 
+impl Inputs {
+    /// Whether `name` is one of the inputs (an empty input name is off).
+    pub fn reads(&self, name: &str) -> bool {
+        !name.is_empty()
+            && [
+                &self.drawdown,
+                &self.open_trades,
+                &self.leverage,
+                &self.consecutive_failures,
+                &self.profit,
+                &self.balance,
+                &self.daily_pnl_pct,
+            ]
+            .iter()
+            .any(|n| n.as_str() == name)
+    }
+}
+
 impl Default for Inputs {
     fn default() -> Self {
         Inputs {

@@ -29,7 +29,7 @@
 
 use crate::config::HumanDuration;
 use crate::otlp::MetricKind;
-use crate::pipeline::alerts::Severity;
+use crate::pipeline::alerts::{fingerprint, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -427,8 +427,6 @@ struct Series {
     samples: VecDeque<(Nanos, f64)>,
     /// Increase rules with `per`: the denominator's samples.
     per_samples: VecDeque<(Nanos, f64)>,
-    /// Increase rules: delta points' values within the window.
-    deltas: bool,
 }
 
 /// Every rule and the state of every series.
@@ -483,31 +481,9 @@ impl RuleSet {
         &self.rules
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Whether any rule watches `metric` (so a caller can skip points cheaply).
     pub fn watches(&self, metric: &str) -> bool {
         self.by_metric.contains_key(metric)
-    }
-
-    /// The rules whose `metric` is `metric` (not those that use it as `per`).
-    pub fn rules_on(&self, metric: &str) -> impl Iterator<Item = usize> + '_ {
-        self.by_metric
-            .get(metric)
-            .into_iter()
-            .flatten()
-            .filter(|(_, per)| !per)
-            .map(|(i, _)| *i)
-    }
-
-    /// Whether some rule needs the clock to advance without data (`absent` rules,
-    /// missing data handling, `for` timers).
-    pub fn needs_ticks(&self) -> bool {
-        self.rules.iter().any(|r| {
-            r.kind == RuleKind::Absent || r.missing_data != MissingData::Keep || !r.for_.is_zero()
-        })
     }
 
     pub fn take_dirty(&mut self) -> bool {
@@ -576,7 +552,6 @@ impl RuleSet {
                         MetricKind::Sum { temporality: 1, .. }
                             | MetricKind::Histogram { temporality: 1 }
                     );
-                    series.deltas = delta;
                     let first = series.samples.is_empty();
                     // A counter seen for the first time that started within the window
                     // counted from 0 inside it: that much is its increase.
@@ -816,7 +791,10 @@ fn transition(
         to,
         value,
         threshold,
-        fingerprint: fingerprint(&rule.name, &series.labels),
+        fingerprint: fingerprint(
+            &rule.name,
+            series.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
         at: now,
     }
 }
@@ -854,23 +832,6 @@ fn series_key(labels: &[(String, String)]) -> String {
         push_key(&mut k, a, b);
     }
     k
-}
-
-/// Stable across restarts and versions: FNV-1a over the rule name and the sorted labels.
-pub fn fingerprint(name: &str, labels: &[(String, String)]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut eat = |s: &str| {
-        for b in s.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    };
-    eat(name);
-    for (k, v) in labels {
-        eat(k);
-        eat(v);
-    }
-    format!("{h:016x}")
 }
 
 fn push_window(q: &mut VecDeque<(Nanos, f64)>, now: Nanos, v: f64, window: Duration) {

@@ -475,18 +475,7 @@ impl HealthcheckReceiver {
 /// Stable per (receiver, check): a failure run's firing and resolved records share it,
 /// whatever the error said.
 fn fingerprint(receiver: &str, check: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in ALERT_NAME
-        .bytes()
-        .chain([0xff])
-        .chain(receiver.bytes())
-        .chain([0xff])
-        .chain(check.bytes())
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    crate::pipeline::alerts::fingerprint(ALERT_NAME, [("healthcheck", receiver), ("check", check)])
 }
 
 /// `/status` detail: the aggregate, then one line per check.
