@@ -36,19 +36,6 @@ fn scrape(addr: SocketAddr, accept: &str) -> (String, String) {
     })
 }
 
-fn promtool() -> std::path::PathBuf {
-    let p = std::env::var_os("TRADEWATCH_PROMTOOL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "promtool".into());
-    let ok = Command::new(&p)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "promtool is missing: run scripts/test (it installs Debian's prometheus package) or set TRADEWATCH_PROMTOOL");
-    p
-}
-
 /// A real Prometheus server scraping `target` every second, killed on drop.
 struct Prometheus {
     child: Child,
@@ -58,7 +45,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: SocketAddr) -> Prometheus {
-        let bin = promtool()
+        let bin = common::promtool()
             .parent()
             .map(|d| d.join("prometheus"))
             .filter(|p| p.exists())
@@ -246,7 +233,7 @@ exporters = ["nop"]
         std::thread::sleep(Duration::from_millis(200));
     };
     // promtool's lint: nothing to report.
-    let mut lint = Command::new(promtool())
+    let mut lint = Command::new(common::promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
