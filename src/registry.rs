@@ -29,6 +29,12 @@ pub fn builtin() -> Registry {
             ("debug", crate::exporters::debug::parse),
             ("nop", crate::exporters::nop::parse),
             ("prometheus", crate::exporters::prometheus::parse),
+            ("cloudwatch_emf", crate::exporters::cloudwatch::emf::parse),
+            #[cfg(feature = "aws")]
+            (
+                "cloudwatch",
+                crate::exporters::cloudwatch::metric_data::parse,
+            ),
             ("slack", crate::exporters::slack::parse),
             ("telegram", crate::exporters::telegram::parse),
             ("webhook", crate::exporters::webhook::parse),

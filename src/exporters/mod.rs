@@ -4,6 +4,7 @@
 
 pub mod alerting;
 pub mod alertmanager;
+pub mod cloudwatch;
 pub mod debug;
 pub mod file;
 pub mod log;

@@ -152,10 +152,17 @@ fn serve(sock: TcpStream, handler: &Handler, received: &Mutex<Vec<Received>>, st
             reply
         };
         let mut head = format!(
-            "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
             reply.status,
             reply.body.len()
         );
+        if !reply
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            head.push_str("content-type: application/json\r\n");
+        }
         for (k, v) in &reply.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -207,6 +214,37 @@ fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<
         }
         headers.push((k, v));
     }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        // Chunks until the empty one; the body as one piece.
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            read_line_patiently(reader, &mut size)?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = read_exactly(reader, size + 2)?;
+            chunk.truncate(size);
+            body.extend_from_slice(&chunk);
+            if size == 0 {
+                break;
+            }
+        }
+        body
+    } else {
+        read_exactly(reader, length)?
+    };
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+        at: Instant::now(),
+    })
+}
+
+fn read_exactly(reader: &mut BufReader<TcpStream>, length: usize) -> Option<Vec<u8>> {
     let mut body = vec![0; length];
     let mut filled = 0;
     while filled < length {
@@ -221,13 +259,7 @@ fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<
             Err(_) => return None,
         }
     }
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
-        at: Instant::now(),
-    })
+    Some(body)
 }
 
 fn read_line_patiently(reader: &mut BufReader<TcpStream>, line: &mut String) -> Option<()> {

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod aws_proxy;
+pub mod emf;
 pub mod moto;
 pub mod stores;
 
@@ -85,6 +87,8 @@ impl Collector {
     ) -> Collector {
         let stderr_path = dir.path().join("tradewatch.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let stdout =
+            std::fs::File::create(dir.path().join("tradewatch.stdout")).expect("stdout file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewatch"));
         cmd.arg("run")
             .arg("--config")
@@ -92,7 +96,7 @@ impl Collector {
             .current_dir(dir.path())
             .env("TRADEWATCH_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
@@ -113,6 +117,11 @@ impl Collector {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// What the collector wrote to its standard output (exporters writing to stdout).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.path("tradewatch.stdout")).unwrap_or_default()
     }
 
     pub fn wait_healthy(&mut self) {
@@ -188,6 +197,11 @@ impl Collector {
             .append(true)
             .open(&self.stderr_path)
             .expect("stderr file");
+        let stdout = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("tradewatch.stdout"))
+            .expect("stdout file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewatch"));
         cmd.arg("run")
             .arg("--config")
@@ -195,7 +209,7 @@ impl Collector {
             .current_dir(self.dir.path())
             .env("TRADEWATCH_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
