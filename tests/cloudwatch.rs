@@ -360,6 +360,16 @@ print(json.dumps(sum(values) if values else None))
 }
 
 fn cloudwatch_config(http: u16, service: u16, endpoint: &str, extra: &str) -> String {
+    cloudwatch_config_to(http, service, endpoint, extra, r#""cloudwatch""#)
+}
+
+fn cloudwatch_config_to(
+    http: u16,
+    service: u16,
+    endpoint: &str,
+    extra: &str,
+    exporters: &str,
+) -> String {
     format!(
         r#"
 [receivers.otlp]
@@ -379,7 +389,7 @@ http = "127.0.0.1:{service}"
 
 [service.pipelines.metrics]
 receivers = ["otlp"]
-exporters = ["cloudwatch"]
+exporters = [{exporters}]
 "#
     )
 }
@@ -535,14 +545,34 @@ fn aws_down_then_up_loses_nothing_and_refused_credentials_are_reported_without_s
     // AWS unreachable: nothing listens on the endpoint's port yet.
     let port = free_port();
     let (http, service) = (free_port(), free_port());
-    let retry = r#"
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        r#"
 [exporters.cloudwatch.retry_on_failure]
 initial_interval = "200ms"
 max_interval = "1s"
 max_elapsed_time = "5m"
-"#;
+
+[exporters."cloudwatch_emf/logs"]
+destination = "cloudwatch_logs"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+log_group = "/tradewatch/outage"
+namespace = "tradewatch/test"
+[exporters."cloudwatch_emf/logs".retry_on_failure]
+initial_interval = "200ms"
+max_interval = "1s"
+max_elapsed_time = "5m"
+"#
+    );
     let c = Collector::start_with_env(
-        &cloudwatch_config(http, service, &format!("http://127.0.0.1:{port}"), retry),
+        &cloudwatch_config_to(
+            http,
+            service,
+            &endpoint,
+            &extra,
+            r#""cloudwatch", "cloudwatch_emf/logs""#,
+        ),
         service,
         &Moto::env(),
     );
@@ -573,6 +603,16 @@ max_elapsed_time = "5m"
             .copied()
             == Some(55.0)
     });
+    // The EMF events too: one per point, each once.
+    eventually(Duration::from_secs(60), "every EMF event in CloudWatch Logs", || {
+        read_log_events(&moto, "/tradewatch/outage", "tradewatch").len() >= 10
+    });
+    let events: Vec<Value> = read_log_events(&moto, "/tradewatch/outage", "tradewatch")
+        .iter()
+        .map(|l| check_event(l, MAX_EVENT).unwrap())
+        .collect();
+    let fills: Vec<f64> = events.iter().map(|e| e["fills"].as_f64().unwrap()).collect();
+    assert_eq!(fills, (1..=10).map(f64::from).collect::<Vec<_>>());
 
     // Refused credentials: a clear error in /status, the secret nowhere.
     let proxy = AwsProxy::start(moto.port);

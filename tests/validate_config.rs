@@ -47,6 +47,16 @@ processors = ["risk"]
 exporters = ["file"]
 "#;
 
+const CW_METRICS: &str = r#"[service.pipelines.metrics]
+receivers = ["otlp"]
+exporters = ["cloudwatch"]
+"#;
+
+const EMF_METRICS: &str = r#"[service.pipelines.metrics]
+receivers = ["otlp"]
+exporters = ["cloudwatch_emf"]
+"#;
+
 fn cat(parts: &[&str]) -> Option<String> {
     Some(parts.join("\n"))
 }
@@ -601,6 +611,41 @@ fn cases() -> Vec<Case> {
             at: "alert_after = 0",
             key: "receivers.\"healthcheck/deps\".alert_after",
             message: "alert_after = 0 is outside 1..1000",
+        },
+        Case {
+            name: "a CloudWatch storage resolution CloudWatch does not take",
+            config: cat(&[OTLP_IN, "[exporters.cloudwatch]\nregion = \"us-east-1\"\nstorage_resolution = 30\n", FILE_OUT, SERVICE, CW_METRICS]),
+            at: "storage_resolution = 30",
+            key: "exporters.cloudwatch.storage_resolution",
+            message: "CloudWatch takes 1 (high resolution) or 60",
+        },
+        Case {
+            name: "an EMF namespace reserved for AWS",
+            config: cat(&[OTLP_IN, "[exporters.cloudwatch_emf]\nnamespace = \"AWS/Lambda\"\n", FILE_OUT, SERVICE, EMF_METRICS]),
+            at: "namespace = \"AWS/Lambda\"",
+            key: "exporters.cloudwatch_emf.namespace",
+            message: "starts with AWS/",
+        },
+        Case {
+            name: "an EMF file destination without a path",
+            config: cat(&[OTLP_IN, "[exporters.cloudwatch_emf]\ndestination = \"file\"\n", FILE_OUT, SERVICE, EMF_METRICS]),
+            at: "[exporters.cloudwatch_emf]",
+            key: "exporters.cloudwatch_emf.path",
+            message: "destination = \"file\" needs path",
+        },
+        Case {
+            name: "an unknown key in a CloudWatch exporter",
+            config: cat(&[OTLP_IN, "[exporters.cloudwatch]\nregion = \"us-east-1\"\nnamespce = \"x\"\n", FILE_OUT, SERVICE, CW_METRICS]),
+            at: "namespce",
+            key: "exporters.cloudwatch.namespce",
+            message: "unknown key \"namespce\"",
+        },
+        Case {
+            name: "a metric declaration with a unit CloudWatch does not know",
+            config: cat(&[OTLP_IN, "[exporters.cloudwatch]\nregion = \"us-east-1\"\n[[exporters.cloudwatch.metrics]]\nmatch = \"healthcheck.latency\"\nunit = \"Millis\"\n", FILE_OUT, SERVICE, CW_METRICS]),
+            at: "[[exporters.cloudwatch.metrics]]",
+            key: "exporters.cloudwatch.metrics",
+            message: "metrics[0].unit: unit \"Millis\" is not a CloudWatch unit",
         },
     ]
 }

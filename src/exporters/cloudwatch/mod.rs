@@ -316,8 +316,15 @@ impl Shape {
             ));
         }
         for (i, d) in self.metrics.iter().enumerate() {
+            // Array elements have no key path: the error points at `metrics` and names
+            // the element.
             let at = |key: &str, m: String| {
-                src.component_error(Kind::Exporter, id, &["metrics", &i.to_string(), key], m)
+                src.component_error(
+                    Kind::Exporter,
+                    id,
+                    &["metrics"],
+                    format!("metrics[{i}].{key}: {m}"),
+                )
             };
             if d.pattern.is_empty() || d.pattern[..d.pattern.len() - 1].contains('*') {
                 return Err(at(
