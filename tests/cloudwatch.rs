@@ -604,14 +604,19 @@ max_elapsed_time = "5m"
             == Some(55.0)
     });
     // The EMF events too: one per point, each once.
-    eventually(Duration::from_secs(60), "every EMF event in CloudWatch Logs", || {
-        read_log_events(&moto, "/tradewatch/outage", "tradewatch").len() >= 10
-    });
+    eventually(
+        Duration::from_secs(60),
+        "every EMF event in CloudWatch Logs",
+        || read_log_events(&moto, "/tradewatch/outage", "tradewatch").len() >= 10,
+    );
     let events: Vec<Value> = read_log_events(&moto, "/tradewatch/outage", "tradewatch")
         .iter()
         .map(|l| check_event(l, MAX_EVENT).unwrap())
         .collect();
-    let fills: Vec<f64> = events.iter().map(|e| e["fills"].as_f64().unwrap()).collect();
+    let fills: Vec<f64> = events
+        .iter()
+        .map(|e| e["fills"].as_f64().unwrap())
+        .collect();
     assert_eq!(fills, (1..=10).map(f64::from).collect::<Vec<_>>());
 
     // Refused credentials: a clear error in /status, the secret nowhere.

@@ -72,3 +72,83 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
     assert!(!c.logs().contains("\"demo\""), "no password in the logs");
     rt.block_on(sim.shutdown());
 }
+
+/// `pipelines/cloudwatch.toml` publishes seed 000's namespaces and seed 003's risk metrics
+/// as valid EMF (here to a file), from a (simulated) bot and a health check of it.
+#[test]
+fn the_cloudwatch_pipeline_publishes_the_seed_namespaces_as_emf() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_, sim) = rt
+        .block_on(tradewatch::demo::sim::spawn(
+            tradewatch::demo::sim::SimConfig::default(),
+        ))
+        .expect("the simulated bot starts");
+    let text =
+        std::fs::read_to_string(common::repo_root().join("pipelines/cloudwatch.toml")).unwrap();
+    let service = free_port();
+    let env = [
+        ("FT_URL", sim.url(0)),
+        ("FT_USER", "freqtrader".to_owned()),
+        ("FT_PASS", "demo".to_owned()),
+        ("FT_INTERVAL", "1s".to_owned()),
+        ("HEALTH_INTERVAL", "1s".to_owned()),
+        ("TRADEWATCH_EMF_DESTINATION", "file".to_owned()),
+        ("TRADEWATCH_SERVICE_HTTP", format!("127.0.0.1:{service}")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = Collector::start_with_env(&text, service, &env);
+    let out = c.path("out/emf.jsonl");
+    let mut metrics: std::collections::BTreeMap<(String, String), serde_json::Value> =
+        Default::default();
+    common::eventually(
+        Duration::from_secs(30),
+        "every seed metric in the EMF file",
+        || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            for line in text.lines() {
+                let e = common::emf::check_event(line, 262_144)
+                    .unwrap_or_else(|err| panic!("invalid EMF ({err}): {line}"));
+                let d = &e["_aws"]["CloudWatchMetrics"][0];
+                for m in d["Metrics"].as_array().unwrap() {
+                    let name = m["Name"].as_str().unwrap().to_string();
+                    let ns = d["Namespace"].as_str().unwrap().to_string();
+                    metrics.insert((ns, name.clone()), e.clone());
+                }
+            }
+            [
+                ("tradai/ServiceHealth", "ServiceHealthy"),
+                ("tradai/ServiceHealth", "HealthCheckLatency"),
+                ("tradai/ServiceHealth", "ConsecutiveFailures"),
+                ("tradai/TradingHealth", "ActiveStrategies"),
+                ("tradai/TradingHealth", "HealthyHeartbeats"),
+                ("tradai/TradingHealth", "StaleHeartbeats"),
+                ("tradai/Risk", "Drawdown"),
+                ("tradai/Risk", "KillSwitchTriggers"),
+            ]
+            .iter()
+            .all(|(ns, n)| metrics.contains_key(&(ns.to_string(), n.to_string())))
+        },
+    );
+    let get = |ns: &str, n: &str| metrics[&(ns.to_string(), n.to_string())].clone();
+    let healthy = get("tradai/TradingHealth", "HealthyHeartbeats");
+    assert_eq!(healthy["HealthyHeartbeats"], 1);
+    let stale = get("tradai/TradingHealth", "StaleHeartbeats");
+    assert_eq!(stale["StaleHeartbeats"], 0);
+    let up = get("tradai/ServiceHealth", "ServiceHealthy");
+    assert_eq!(up["ServiceHealthy"], 1);
+    assert_eq!(up["check"], "freqtrade");
+    let latency = get("tradai/ServiceHealth", "HealthCheckLatency");
+    let def = latency["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Name"] == "HealthCheckLatency")
+        .cloned()
+        .unwrap();
+    assert_eq!(def["Unit"], "Milliseconds");
+    assert!(latency["HealthCheckLatency"].as_f64().unwrap() > 0.0);
+    // Nothing undeclared leaves.
+    assert!(metrics.keys().all(|(ns, _)| ns.starts_with("tradai/")));
+    assert!(!c.logs().contains("\"demo\""), "no password in the logs");
+    rt.block_on(sim.shutdown());
+}

@@ -171,13 +171,16 @@ impl AwsTarget {
 /// resource_to_dimensions = ["service.name"]
 /// storage_resolution = 60               # or 1 (high resolution)
 /// drop_unmatched = false                # true: only metrics a declaration matches
-/// [[exporters.X.metrics]]               # declarations, first match wins
-/// match = "healthcheck.*"               # a name, or a prefix ending in `*`
+/// [[exporters.X.metrics]]               # declarations; each one that matches a point
+/// match = "healthcheck.*"               # gives it a form: a name, or a prefix ending in `*`
+/// attributes = { check = "api" }        # optional: only points with these values
 /// rename = "ServiceHealthy"             # optional
 /// namespace = "tradai/ServiceHealth"    # optional
 /// dimensions = [["check"]]              # optional; [[]] is a rollup without dimensions
-/// unit = "Milliseconds"                 # optional CloudWatch unit (no value scaling)
-/// drop = false
+/// unit = "Milliseconds"                 # optional CloudWatch unit
+/// scale = 1000.0                        # optional: value × scale + offset
+/// offset = 0.0
+/// drop = false                          # a matching `drop` drops the point
 /// ```
 /// The keys of [`Shape`], which an exporter's table holds beside its own.
 pub const SHAPE_KEYS: &[&str] = &[
@@ -223,15 +226,53 @@ pub struct Declaration {
     pub dimensions: Option<Vec<Vec<String>>>,
     #[serde(default)]
     pub unit: Option<String>,
+    /// Only points whose attributes have these values.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// `value × scale + offset` (a unit change, or `1 − up` for "down").
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub offset: Option<f64>,
     #[serde(default)]
     pub drop: bool,
 }
 
 impl Declaration {
-    fn matches(&self, name: &str) -> bool {
-        match self.pattern.strip_suffix('*') {
+    fn matches(&self, name: &str, attrs: &[KeyValue]) -> bool {
+        let named = match self.pattern.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),
             None => self.pattern == name,
+        };
+        named
+            && self.attributes.iter().all(|(k, v)| {
+                attrs
+                    .iter()
+                    .any(|kv| &kv.key == k && kv.value.as_ref().map(value_text).as_ref() == Some(v))
+            })
+    }
+
+    fn transform(&self, v: Value) -> Value {
+        let (a, b) = (self.scale.unwrap_or(1.0), self.offset.unwrap_or(0.0));
+        if a == 1.0 && b == 0.0 {
+            return v;
+        }
+        match v {
+            Value::One(x) => Value::One(x * a + b),
+            Value::Stats {
+                count,
+                sum,
+                min,
+                max,
+            } => {
+                let (lo, hi) = if a < 0.0 { (max, min) } else { (min, max) };
+                Value::Stats {
+                    count,
+                    sum: sum * a + b * count,
+                    min: lo * a + b,
+                    max: hi * a + b,
+                }
+            }
         }
     }
 }
@@ -346,6 +387,14 @@ impl Shape {
                     return Err(at(
                         "unit",
                         format!("unit {u:?} is not a CloudWatch unit ({})", UNITS.join(", ")),
+                    ));
+                }
+            }
+            for (key, v) in [("scale", d.scale), ("offset", d.offset)] {
+                if v.is_some_and(|v| !v.is_finite() || (key == "scale" && v == 0.0)) {
+                    return Err(at(
+                        key,
+                        format!("{key} must be a finite number (scale not 0)"),
                     ));
                 }
             }
@@ -564,20 +613,20 @@ pub fn convert(
             resource_hash = std::hash::Hasher::finish(&h);
         }
         let metric = m.metric;
-        let decl = shape
+        // Every declaration that matches gives the point a form of its own (one metric
+        // can feed several CloudWatch metrics); none: the default form.
+        let decls: Vec<(usize, &Declaration)> = shape
             .metrics
             .iter()
             .enumerate()
-            .find(|(_, d)| d.matches(&metric.name));
-        if decl.is_some_and(|(_, d)| d.drop) || (decl.is_none() && shape.drop_unmatched) {
+            .filter(|(_, d)| d.matches(&metric.name, p.attributes()))
+            .collect();
+        if decls.iter().any(|(_, d)| d.drop) || (decls.is_empty() && shape.drop_unmatched) {
             c.dropped += 1;
             return;
         }
         // Values.
-        let (mut unit, scale) = cloudwatch_unit(&metric.unit);
-        if let Some(u) = decl.and_then(|(_, d)| d.unit.as_deref()) {
-            unit = UNITS.iter().find(|x| **x == u).copied().unwrap_or("None");
-        }
+        let (unit, scale) = cloudwatch_unit(&metric.unit);
         let series_key = || {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -696,46 +745,6 @@ pub fn convert(
             }
         }
         members.sort_by(|a, b| a.0.cmp(&b.0));
-        let declared = decl.and_then(|(i, d)| d.dimensions.as_ref().map(|s| (i, s)));
-        let sets: Arc<Vec<Vec<String>>> = match (declared, &default_sets) {
-            (Some((i, s)), _) => decl_sets
-                .entry(i)
-                .or_insert_with(|| Arc::new(s.clone()))
-                .clone(),
-            (None, Some(s)) => s.clone(),
-            (None, None) => {
-                let mut keys: Vec<String> = members
-                    .iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if keys.len() > MAX_DIMENSIONS {
-                    c.dimensions_capped += 1;
-                    keys.truncate(MAX_DIMENSIONS);
-                }
-                Arc::new(vec![keys])
-            }
-        };
-        // Only the sets whose every key the point has (with a value).
-        let has = |k: &String| members.iter().any(|(mk, v)| mk == k && !v.is_empty());
-        let sets = if sets.iter().all(|s| s.iter().all(has)) {
-            sets
-        } else {
-            let fit: Vec<Vec<String>> =
-                sets.iter().filter(|s| s.iter().all(has)).cloned().collect();
-            if fit.is_empty() {
-                c.no_dimensions += 1;
-                return;
-            }
-            Arc::new(fit)
-        };
-        let namespace = match decl.and_then(|(_, d)| d.namespace.as_deref()) {
-            Some(ns) => ns_cache
-                .entry(ns.to_string())
-                .or_insert_with(|| Arc::from(ns))
-                .clone(),
-            None => resource_ns.clone(),
-        };
         let finite = match value {
             Value::One(x) => x.is_finite(),
             Value::Stats {
@@ -749,18 +758,76 @@ pub fn convert(
             c.non_finite += 1;
             return;
         }
-        out.push(Sample {
-            namespace,
-            name: decl
-                .and_then(|(_, d)| d.rename.clone())
-                .unwrap_or_else(|| metric.name.clone()),
-            unit,
-            resolution: shape.storage_resolution,
-            sets,
-            members: Arc::new(members),
-            time_ms,
-            value,
-        });
+        let members = Arc::new(members);
+        let forms: Vec<Option<(usize, &Declaration)>> = if decls.is_empty() {
+            vec![None]
+        } else {
+            decls.into_iter().map(Some).collect()
+        };
+        for decl in forms {
+            let declared = decl.and_then(|(i, d)| d.dimensions.as_ref().map(|s| (i, s)));
+            let sets: Arc<Vec<Vec<String>>> = match (declared, &default_sets) {
+                (Some((i, s)), _) => decl_sets
+                    .entry(i)
+                    .or_insert_with(|| Arc::new(s.clone()))
+                    .clone(),
+                (None, Some(s)) => s.clone(),
+                (None, None) => {
+                    let mut keys: Vec<String> = members
+                        .iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    if keys.len() > MAX_DIMENSIONS {
+                        c.dimensions_capped += 1;
+                        keys.truncate(MAX_DIMENSIONS);
+                    }
+                    Arc::new(vec![keys])
+                }
+            };
+            // Only the sets whose every key the point has (with a value).
+            let has = |k: &String| members.iter().any(|(mk, v)| mk == k && !v.is_empty());
+            let sets = if sets.iter().all(|s| s.iter().all(has)) {
+                sets
+            } else {
+                let fit: Vec<Vec<String>> =
+                    sets.iter().filter(|s| s.iter().all(has)).cloned().collect();
+                if fit.is_empty() {
+                    c.no_dimensions += 1;
+                    continue;
+                }
+                Arc::new(fit)
+            };
+            let namespace = match decl.and_then(|(_, d)| d.namespace.as_deref()) {
+                Some(ns) => ns_cache
+                    .entry(ns.to_string())
+                    .or_insert_with(|| Arc::from(ns))
+                    .clone(),
+                None => resource_ns.clone(),
+            };
+            let (unit, value) = match decl {
+                Some((_, d)) => (
+                    d.unit
+                        .as_deref()
+                        .and_then(|u| UNITS.iter().find(|x| **x == u).copied())
+                        .unwrap_or(unit),
+                    d.transform(value),
+                ),
+                None => (unit, value),
+            };
+            out.push(Sample {
+                namespace,
+                name: decl
+                    .and_then(|(_, d)| d.rename.clone())
+                    .unwrap_or_else(|| metric.name.clone()),
+                unit,
+                resolution: shape.storage_resolution,
+                sets,
+                members: members.clone(),
+                time_ms,
+                value,
+            });
+        }
     });
     c
 }

@@ -441,3 +441,63 @@ fn prepared_once_per_payload_and_resumed() {
     prepared.finish(&b);
     assert!(prepared.is_empty());
 }
+
+#[test]
+fn one_metric_feeds_several_declarations_with_filters_and_transforms() {
+    let t = SystemTime::now();
+    let shape: Shape = toml::from_str(
+        r#"
+        drop_unmatched = true
+        [[metrics]]
+        match = "bot.up"
+        rename = "HealthyHeartbeats"
+        dimensions = [["bot"], []]
+        [[metrics]]
+        match = "bot.up"
+        rename = "StaleHeartbeats"
+        scale = -1.0
+        offset = 1.0
+        dimensions = [["bot"], []]
+        [[metrics]]
+        match = "bot.state"
+        attributes = { state = "running" }
+        rename = "ActiveStrategies"
+        dimensions = [[]]
+        [[metrics]]
+        match = "check.latency"
+        scale = 1000.0
+        unit = "Milliseconds"
+        "#,
+    )
+    .unwrap();
+    let req = MetricsBuilder::new()
+        .gauge("bot.up", "", "")
+        .point(1, [attr("bot", "a")], t)
+        .point(0, [attr("bot", "b")], t)
+        .gauge("bot.state", "", "")
+        .point(1, [attr("bot", "a"), attr("state", "running")], t)
+        .point(0, [attr("bot", "a"), attr("state", "paused")], t)
+        .gauge("check.latency", "s", "")
+        .point(0.25, [attr("check", "api")], t)
+        .gauge("other", "", "")
+        .point(1, [attr("x", "y")], t)
+        .build();
+    let (s, c) = convert_all(&req, &shape, &mut DeltaState::default());
+    let got: Vec<(&str, f64, &str)> = s
+        .iter()
+        .map(|s| (s.name.as_str(), one(s), s.unit))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("HealthyHeartbeats", 1.0, "None"),
+            ("StaleHeartbeats", 0.0, "None"),
+            ("HealthyHeartbeats", 0.0, "None"),
+            ("StaleHeartbeats", 1.0, "None"),
+            ("ActiveStrategies", 1.0, "None"),
+            ("check.latency", 250.0, "Milliseconds"),
+        ]
+    );
+    // The paused state and the undeclared metric are dropped.
+    assert_eq!(c.dropped, 2);
+}
