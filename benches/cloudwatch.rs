@@ -11,18 +11,33 @@ use tradewatch::exporters::cloudwatch::{convert, emf, DeltaState, Shape};
 use tradewatch::otlp::{attr, MetricsBuilder, Temporality, Timestamp};
 
 /// `metrics` metrics × `series` points each, with `attrs` attributes per point.
-fn request(metrics: usize, series: usize, attrs: usize, cumulative: bool, round: u64) -> ExportMetricsServiceRequest {
+fn request(
+    metrics: usize,
+    series: usize,
+    attrs: usize,
+    cumulative: bool,
+    round: u64,
+) -> ExportMetricsServiceRequest {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     let mut b = MetricsBuilder::new();
-    b.resource([attr("service.name", "bench"), attr("service.instance.id", "i-1")])
-        .scope("bench", "1")
-        .start_time(Timestamp(now - 3_600_000_000_000));
+    b.resource([
+        attr("service.name", "bench"),
+        attr("service.instance.id", "i-1"),
+    ])
+    .scope("bench", "1")
+    .start_time(Timestamp(now - 3_600_000_000_000));
     for m in 0..metrics {
         if cumulative {
-            b.sum(&format!("bench.count.{m}"), "{order}", "", Temporality::Cumulative, true);
+            b.sum(
+                &format!("bench.count.{m}"),
+                "{order}",
+                "",
+                Temporality::Cumulative,
+                true,
+            );
         } else {
             b.gauge(&format!("bench.gauge.{m}"), "ms", "");
         }
@@ -31,7 +46,11 @@ fn request(metrics: usize, series: usize, attrs: usize, cumulative: bool, round:
             for i in 2..attrs {
                 a.push(attr(format!("attr.{i}"), format!("value-{i}")));
             }
-            b.point((round * 10 + s as u64) as f64 * 0.5, a, Timestamp(now + round));
+            b.point(
+                (round * 10 + s as u64) as f64 * 0.5,
+                a,
+                Timestamp(now + round),
+            );
         }
     }
     b.build()
@@ -48,7 +67,9 @@ fn main() {
         ("cumulative counters, 2 attributes", 2, true),
     ] {
         // 100 metrics × 100 series = 10,000 points per request, 20 rounds.
-        let reqs: Vec<_> = (1..=20).map(|r| request(100, 100, attrs, cumulative, r)).collect();
+        let reqs: Vec<_> = (1..=20)
+            .map(|r| request(100, 100, attrs, cumulative, r))
+            .collect();
         let points = 20 * 100 * 100;
         let mut state = DeltaState::default();
         let mut samples = Vec::new();

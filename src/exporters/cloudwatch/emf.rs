@@ -452,12 +452,25 @@ pub struct Layout {
     pub conflicts: u64,
 }
 
-type GroupKey = (
-    Arc<str>,
-    Arc<Vec<Vec<String>>>,
-    Arc<Vec<(String, String)>>,
-    i64,
-);
+type GroupKey = (Arc<str>, Arc<Vec<Vec<String>>>, Members, i64);
+
+/// A point's members, compared by identity: [`super::convert`] gives the points of one
+/// resource and attribute set the same list, so identity is equality there (two equal
+/// lists from elsewhere only make two events where one would do).
+#[derive(Clone)]
+struct Members(Arc<Vec<(String, String)>>);
+
+impl PartialEq for Members {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Members {}
+impl std::hash::Hash for Members {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(h)
+    }
+}
 
 struct Metric {
     name: String,
@@ -477,7 +490,7 @@ pub fn layout(samples: &[Sample], max_event_bytes: usize) -> Layout {
         let key: GroupKey = (
             s.namespace.clone(),
             s.sets.clone(),
-            s.members.clone(),
+            Members(s.members.clone()),
             s.time_ms,
         );
         let gi = *index.entry(key.clone()).or_insert_with(|| {
@@ -512,7 +525,7 @@ pub fn layout(samples: &[Sample], max_event_bytes: usize) -> Layout {
             }
         }
     }
-    for ((ns, sets, members, time), mut metrics) in groups {
+    for ((ns, sets, Members(members), time), mut metrics) in groups {
         let dims: Vec<&str> = {
             let mut d: Vec<&str> = sets.iter().flatten().map(String::as_str).collect();
             d.sort_unstable();

@@ -533,10 +533,18 @@ impl DeltaState {
 }
 
 fn hash_attrs(h: &mut impl std::hash::Hasher, attrs: &[KeyValue]) {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
     use std::hash::Hash;
     for kv in attrs {
         kv.key.hash(h);
-        value_text(kv.value.as_ref().unwrap_or(&Default::default())).hash(h);
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(V::StringValue(s)) => (0u8, s).hash(h),
+            Some(V::IntValue(i)) => (1u8, i).hash(h),
+            Some(V::DoubleValue(d)) => (2u8, d.to_bits()).hash(h),
+            Some(V::BoolValue(b)) => (3u8, b).hash(h),
+            Some(_) => (4u8, kv.value.as_ref().map(value_text)).hash(h),
+            None => 5u8.hash(h),
+        }
     }
 }
 
@@ -578,6 +586,8 @@ pub fn convert(
     let default_sets: Option<Arc<Vec<Vec<String>>>> = shape.dimensions.clone().map(Arc::new);
     let mut ns_cache: HashMap<String, Arc<str>> = HashMap::new();
     let mut decl_sets: HashMap<usize, Arc<Vec<Vec<String>>>> = HashMap::new();
+    let mut members_cache: HashMap<u64, Arc<Vec<(String, String)>>> = HashMap::new();
+    let mut default_sets_cache: HashMap<usize, Arc<Vec<Vec<String>>>> = HashMap::new();
     let mut last_resource: *const () = std::ptr::null();
     let mut resource_members: Vec<(String, String)> = Vec::new();
     let mut resource_ns = default_ns.clone();
@@ -735,16 +745,29 @@ pub fn convert(
             c.out_of_window += 1;
             return;
         }
-        // Dimensions and members.
-        let mut members: Vec<(String, String)> = resource_members.clone();
-        for kv in p.attributes().iter().filter(|kv| kv.key != "_aws") {
-            let v = cut(attr_text(kv), MAX_DIMENSION_VALUE);
-            match members.iter_mut().find(|(k, _)| *k == kv.key) {
-                Some(slot) => slot.1 = v,
-                None => members.push((kv.key.clone(), v)),
-            }
-        }
-        members.sort_by(|a, b| a.0.cmp(&b.0));
+        // Dimensions and members: one shared list per (resource, attribute set), so that
+        // the points of one series share it (EMF groups them by it).
+        let attrs_key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&resource_hash, &mut h);
+            hash_attrs(&mut h, p.attributes());
+            std::hash::Hasher::finish(&h)
+        };
+        let members = members_cache
+            .entry(attrs_key)
+            .or_insert_with(|| {
+                let mut members: Vec<(String, String)> = resource_members.clone();
+                for kv in p.attributes().iter().filter(|kv| kv.key != "_aws") {
+                    let v = cut(attr_text(kv), MAX_DIMENSION_VALUE);
+                    match members.iter_mut().find(|(k, _)| *k == kv.key) {
+                        Some(slot) => slot.1 = v,
+                        None => members.push((kv.key.clone(), v)),
+                    }
+                }
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                Arc::new(members)
+            })
+            .clone();
         let finite = match value {
             Value::One(x) => x.is_finite(),
             Value::Stats {
@@ -758,7 +781,6 @@ pub fn convert(
             c.non_finite += 1;
             return;
         }
-        let members = Arc::new(members);
         let forms: Vec<Option<(usize, &Declaration)>> = if decls.is_empty() {
             vec![None]
         } else {
@@ -773,16 +795,19 @@ pub fn convert(
                     .clone(),
                 (None, Some(s)) => s.clone(),
                 (None, None) => {
-                    let mut keys: Vec<String> = members
-                        .iter()
-                        .filter(|(_, v)| !v.is_empty())
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    if keys.len() > MAX_DIMENSIONS {
+                    let keys = || members.iter().filter(|(_, v)| !v.is_empty());
+                    if keys().count() > MAX_DIMENSIONS {
                         c.dimensions_capped += 1;
-                        keys.truncate(MAX_DIMENSIONS);
                     }
-                    Arc::new(vec![keys])
+                    default_sets_cache
+                        .entry(Arc::as_ptr(&members) as usize)
+                        .or_insert_with(|| {
+                            Arc::new(vec![keys()
+                                .take(MAX_DIMENSIONS)
+                                .map(|(k, _)| k.clone())
+                                .collect()])
+                        })
+                        .clone()
                 }
             };
             // Only the sets whose every key the point has (with a value).
