@@ -109,6 +109,8 @@ pub struct Listener {
     pub tls: Option<Arc<ServerTls>>,
     pub limits: ConnectionsConfig,
     pub stats: Arc<ListenerStats>,
+    /// Serve HTTP/2 only (gRPC): HTTP/1 requests are not answered.
+    pub http2_only: bool,
 }
 
 /// Serves `app` on every accepted connection until `shutdown`, then closes connections
@@ -120,6 +122,7 @@ pub async fn serve(l: Listener, app: axum::Router, shutdown: CancellationToken) 
         tls,
         limits,
         stats,
+        http2_only,
     } = l;
     let limits = Arc::new(limits);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -137,6 +140,9 @@ pub async fn serve(l: Listener, app: axum::Router, shutdown: CancellationToken) 
         .initial_stream_window_size(1024 * 1024)
         .keep_alive_interval((!keepalive.is_zero()).then_some(keepalive))
         .keep_alive_timeout(limits.keepalive_timeout.get());
+    if http2_only {
+        builder = builder.http2_only();
+    }
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
     let log = Arc::new(LogLimiter::new(Duration::from_secs(10)));
@@ -269,7 +275,7 @@ async fn connection<IO>(
             resp
         }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let header_timeout = limits.header_read_timeout.get();
     let idle = limits.idle_timeout.get();

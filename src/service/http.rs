@@ -131,6 +131,7 @@ pub async fn serve(
             ..ConnectionsConfig::default()
         },
         stats: Arc::new(ListenerStats::unregistered()),
+        http2_only: false,
     };
     Ok(crate::net::listener::serve(
         listener,
