@@ -175,10 +175,20 @@ fn peer_cert(s: &Tls) -> Vec<u8> {
     s.conn.peer_certificates().expect("peer certificates")[0].to_vec()
 }
 
-/// One HTTP/1.1 request on a kept-alive connection; the status code.
+/// One HTTP/1.1 POST on a kept-alive connection; the status code.
 fn request(s: &mut impl ReadWrite, path: &str, body: &[u8]) -> std::io::Result<u16> {
+    exchange(s, "POST", path, body).map(|(code, _)| code)
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; the status code and body.
+fn exchange(
+    s: &mut impl ReadWrite,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -212,7 +222,7 @@ fn request(s: &mut impl ReadWrite, path: &str, body: &[u8]) -> std::io::Result<u
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     s.read_exact(&mut body)?;
-    Ok(status)
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 trait ReadWrite: Read + Write {}
@@ -905,15 +915,15 @@ impl ExpiredServer {
 // ---------------------------------------------------------------------------------------
 // 6. Slow clients
 
-fn raise_fd_limit(want: u64) {
+fn raise_fd_limit(want: libc::rlim_t) {
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {
         let mut l = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && (l.rlim_cur as u64) < want {
-            l.rlim_cur = (want as libc::rlim_t).min(l.rlim_max);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < want {
+            l.rlim_cur = want.min(l.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         }
     }
@@ -1026,4 +1036,45 @@ fn slow_clients_are_timed_out_the_cap_holds_and_good_clients_are_served() {
     assert!(component(&c, "receiver", "otlp")["detail"]
         .as_str()
         .is_some_and(|d| d.contains("http: 2 open connections (max 1000)")));
+}
+
+// ---------------------------------------------------------------------------------------
+// [service.tls]
+
+#[test]
+fn the_service_endpoint_serves_https_when_configured() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(tmp.path());
+    let p = Ports::new();
+    let mut config = receiver_config(p.grpc, p.http, p.service, "", "");
+    config.push_str(&format!(
+        "\n[service.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        path_str(&pki.cert_file),
+        path_str(&pki.key_file)
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let _c = Collector::spawn(dir, config_path, p.service, &[]);
+    let client = client_config(&pki.ca.pem, None);
+    let service = std::net::SocketAddr::from(([127, 0, 0, 1], p.service));
+    eventually(
+        Duration::from_secs(30),
+        "/health over HTTPS to say running",
+        || {
+            tls_connect(p.service, &client)
+                .and_then(|mut s| exchange(&mut s, "GET", "/health", b""))
+                .is_ok_and(|(code, body)| code == 200 && body.contains(r#""phase":"running""#))
+        },
+    );
+    let mut s = tls_connect(p.service, &client).expect("handshake");
+    let (code, body) = exchange(&mut s, "GET", "/status", b"").expect("GET /status");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""status":"HEALTHY""#), "{body}");
+    // Plaintext gets no HTTP answer.
+    let plain = common::http_get(service, "/health");
+    assert!(
+        !plain.as_ref().is_ok_and(|(code, _)| *code == 200),
+        "plaintext /health answered: {plain:?}"
+    );
 }

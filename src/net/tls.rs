@@ -314,6 +314,9 @@ pub enum Reload {
     Reloaded,
     /// The files changed but do not make a working configuration; the old one stays.
     Refused(String),
+    /// After a refusal, the files hold what is in use again (a rollback, a file back in
+    /// place): nothing to swap, the error is over.
+    Restored,
 }
 
 impl ServerTls {
@@ -361,7 +364,14 @@ impl ServerTls {
                 return Reload::Refused(message);
             }
         };
-        if read.contents == st.good || st.bad.as_ref() == Some(&read.contents) {
+        if read.contents == st.good {
+            if st.last_error.take().is_some() {
+                st.bad = None;
+                return Reload::Restored;
+            }
+            return Reload::Unchanged;
+        }
+        if st.bad.as_ref() == Some(&read.contents) {
             return Reload::Unchanged;
         }
         match read.build() {

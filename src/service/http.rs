@@ -110,7 +110,7 @@ pub async fn serve(
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
             })?;
             tls.spawn_watch(shutdown.clone(), |r| match r {
-                Reload::Unchanged => {}
+                Reload::Unchanged | Reload::Restored => {}
                 Reload::Reloaded => tracing::info!(
                     "service endpoint: TLS certificate files changed: new connections use them"
                 ),

@@ -464,6 +464,12 @@ fn watch_tls(
                 health.report_ok();
             }
         }
+        Reload::Restored => {
+            tracing::info!(receiver = %id, "TLS certificate files are back to the ones in use");
+            if health.state() == crate::service::health::State::Degraded {
+                health.report_ok();
+            }
+        }
         Reload::Refused(message) => {
             failures.inc();
             tracing::error!(receiver = %id, "{message}");
