@@ -778,47 +778,35 @@ fn expired_certificates_wrong_names_and_mismatched_keys_are_clear_errors() {
     });
     put(tmp.path(), "expired.pem", &expired.cert_pem);
     put(tmp.path(), "expired-key.pem", &expired.key_pem);
+    // Each refused with file:line:column: key: message.
+    let refused = |config: &str, line_with: &str, key: &str, message: &str| {
+        let (ok, out) = validate(config, tmp.path());
+        let line = line_of(config, line_with);
+        assert!(
+            !ok && out.contains(&format!("config.toml:{line}:"))
+                && out.contains(&format!("receivers.otlp.tls.{key}:"))
+                && out.contains(message),
+            "want line {line}, {key}, {message:?}; got: {out}"
+        );
+    };
     let config = good
         .replace("server.pem", "expired.pem")
         .replace("server-key.pem", "expired-key.pem");
-    let (ok, out) = validate(&config, tmp.path());
-    assert!(!ok);
-    let line = line_of(&config, "expired.pem");
-    assert!(
-        out.contains(&format!("config.toml:{line}:"))
-            && out.contains("receivers.otlp.tls.cert_file:")
-            && out.contains("expired on 2021-01-01"),
-        "{out}"
-    );
-
+    refused(&config, "expired.pem", "cert_file", "expired on 2021-01-01");
     // A key that belongs to another certificate.
     let config = good.replace("server-key.pem", "client-key.pem");
-    let (ok, out) = validate(&config, tmp.path());
-    assert!(!ok);
-    let line = line_of(&config, "key_file");
-    assert!(
-        out.contains(&format!("config.toml:{line}:"))
-            && out.contains("receivers.otlp.tls.key_file:")
-            && out.contains("does not match the certificate"),
-        "{out}"
+    refused(
+        &config,
+        "key_file",
+        "key_file",
+        "does not match the certificate",
     );
-
     // A missing file, and one that is not PEM.
     let config = good.replace("ca.pem", "nowhere.pem");
-    let (ok, out) = validate(&config, tmp.path());
-    assert!(!ok);
-    assert!(
-        out.contains("receivers.otlp.tls.client_ca_file:") && out.contains("cannot read"),
-        "{out}"
-    );
+    refused(&config, "nowhere.pem", "client_ca_file", "cannot read");
     put(tmp.path(), "garbage.pem", "hello\n");
     let config = good.replace("server.pem", "garbage.pem");
-    let (ok, out) = validate(&config, tmp.path());
-    assert!(!ok);
-    assert!(
-        out.contains("receivers.otlp.tls.cert_file:") && out.contains("holds no certificate"),
-        "{out}"
-    );
+    refused(&config, "garbage.pem", "cert_file", "holds no certificate");
 
     // The exporter: a server whose certificate names another host, then one whose
     // certificate expired (a plain rustls server here, since tradewatch refuses to serve
@@ -1077,4 +1065,95 @@ fn the_service_endpoint_serves_https_when_configured() {
         !plain.as_ref().is_ok_and(|(code, _)| *code == 200),
         "plaintext /health answered: {plain:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle and aged connections
+
+/// Polls until the server closes `s` (EOF or reset), sending a request every 200 ms when
+/// `busy`; fails after `within`.
+fn wait_closed(s: &mut TcpStream, busy: bool, within: Duration, what: &str) -> usize {
+    let deadline = Instant::now() + within;
+    let mut served = 0;
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    loop {
+        if busy {
+            match request(s, "/v1/traces", EMPTY_TRACES) {
+                Ok(200) => served += 1,
+                Ok(code) => panic!("{what}: HTTP {code}"),
+                Err(_) => return served,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            let mut b = [0u8; 1];
+            match s.read(&mut b) {
+                Ok(0) => return served,
+                Ok(_) => panic!("{what}: unexpected bytes"),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return served,
+                Err(_) => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still open after {within:?}"
+        );
+    }
+}
+
+#[test]
+fn idle_and_old_connections_are_closed() {
+    let p = Ports::new();
+    let c = Collector::start(
+        &receiver_config(
+            p.grpc,
+            p.http,
+            p.service,
+            "",
+            "[receivers.otlp.connections]\nheader_read_timeout = \"30s\"\nidle_timeout = \"1s\"\nmax_connection_age = \"3s\"\nmax_connection_age_grace = \"1s\"\n",
+        ),
+        p.service,
+    );
+    // Idle: closed about a second after its last request, and counted.
+    let mut idle = TcpStream::connect(("127.0.0.1", p.http)).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(
+        request(&mut idle, "/v1/traces", EMPTY_TRACES).expect("request"),
+        200
+    );
+    wait_closed(
+        &mut idle,
+        false,
+        Duration::from_secs(10),
+        "an idle connection",
+    );
+    eventually_eq(
+        Duration::from_secs(5),
+        "the idle close counted",
+        1.0,
+        || receiver_metric(&c, "timed_out_connections_total", "http"),
+    );
+    // Busy but old: closed once older than max_connection_age, between requests.
+    let mut busy = TcpStream::connect(("127.0.0.1", p.http)).expect("connect");
+    let started = Instant::now();
+    let served = wait_closed(
+        &mut busy,
+        true,
+        Duration::from_secs(15),
+        "an old connection",
+    );
+    assert!(
+        served >= 5,
+        "only {served} requests served before the close"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    // The close is graceful and not a timeout.
+    assert_eq!(
+        receiver_metric(&c, "timed_out_connections_total", "http"),
+        1.0
+    );
+    eventually_eq(Duration::from_secs(5), "no connection open", 0.0, || {
+        receiver_metric(&c, "open_connections", "http")
+    });
 }
