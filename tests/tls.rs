@@ -662,6 +662,13 @@ fn rotated_certificates_are_taken_by_new_connections_without_cutting_open_ones()
         request(&mut open, "/v1/traces", EMPTY_TRACES).expect("request"),
         200
     );
+    // And an HTTP/2 connection (ALPN h2), as gRPC clients and the SDKs hold them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut h2 = rt.block_on(H2::connect(p.http, &pki.ca.pem));
+    assert_eq!(rt.block_on(h2.post()), 200);
 
     // Replaced on disk (key first, then certificate: a moment of mismatch is refused and
     // then taken once both are in).
@@ -677,7 +684,12 @@ fn rotated_certificates_are_taken_by_new_connections_without_cutting_open_ones()
                 .unwrap_or(false)
         },
     );
-    // The connection opened before still works, with its old certificate.
+    // The connections opened before still work, the HTTP/1.1 one with its old certificate.
+    assert_eq!(
+        rt.block_on(h2.post()),
+        200,
+        "the HTTP/2 connection after the rotation"
+    );
     assert_eq!(
         request(&mut open, "/v1/traces", EMPTY_TRACES).expect("request on the open connection"),
         200
@@ -734,6 +746,54 @@ fn rotated_certificates_are_taken_by_new_connections_without_cutting_open_ones()
         request(&mut open, "/v1/traces", EMPTY_TRACES).expect("request"),
         200
     );
+    assert_eq!(
+        rt.block_on(h2.post()),
+        200,
+        "the HTTP/2 connection, two rotations later"
+    );
+}
+
+/// One HTTP/2 connection over TLS (hyper's client), kept open across requests.
+struct H2 {
+    send: hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+impl H2 {
+    async fn connect(port: u16, ca_pem: &str) -> H2 {
+        let mut config = Arc::unwrap_or_clone(client_config(ca_pem, None));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        tokio::spawn(conn);
+        H2 { send }
+    }
+
+    async fn post(&mut self) -> u16 {
+        let req = http::Request::post("https://localhost/v1/traces")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                EMPTY_TRACES,
+            )))
+            .expect("request");
+        self.send
+            .send_request(req)
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
