@@ -10,10 +10,13 @@
 //! Environment:
 //! - `BENCH_SECS` (10): measured seconds per phase; `BENCH_WARMUP_SECS` (2).
 //! - `BENCH_STREAMS` ("1,4,8"): concurrent connections per phase.
-//! - `BENCH_COLLECTORS` ("tradewatch,tradewatch-resource,rotel"): which
-//!   collectors to run. `tradewatch-resource` is tradewatch with the `resource`
-//!   processor inserting one attribute into every request (otlp → resource →
-//!   nop): the editing phase, compared with rotel's plain relay.
+//! - `BENCH_COLLECTORS` ("tradewatch,tradewatch-resource,tradewatch-tls,rotel"):
+//!   which collectors to run. `tradewatch-resource` is tradewatch with the
+//!   `resource` processor inserting one attribute into every request (otlp →
+//!   resource → nop): the editing phase, compared with rotel's plain relay.
+//!   `tradewatch-tls` is the relay with TLS on the receiver (a certificate made
+//!   here with rcgen; the generator's streams are TLS 1.3 connections): the cost
+//!   of TLS, beside the plaintext relay in the same run.
 //! - `BENCH_TRADEWATCH_BIN`: tradewatch binary (default: Cargo's
 //!   `CARGO_BIN_EXE_tradewatch`, else `target/release/tradewatch`).
 //! - `TRADEWATCH_PYTHON` (`.venv/bin/python`): interpreter whose site-packages
@@ -107,6 +110,7 @@ fn main() {
         let started = match name.as_str() {
             "tradewatch" => start_tradewatch(&log_dir, Variant::Relay),
             "tradewatch-resource" => start_tradewatch(&log_dir, Variant::Resource),
+            "tradewatch-tls" => start_tradewatch(&log_dir, Variant::Tls),
             "rotel" => start_rotel(&log_dir),
             other => Err(format!("unknown collector {other:?} in BENCH_COLLECTORS")),
         };
@@ -120,7 +124,7 @@ fn main() {
         }
     }
     // A first real request must succeed; otherwise the collector is dropped.
-    collectors.retain_mut(|c| match probe(c.grpc, &requests[0]) {
+    collectors.retain_mut(|c| match probe(c.grpc, c.tls.clone(), &requests[0]) {
         Ok(()) => true,
         Err(e) => {
             let msg = format!(
@@ -270,7 +274,7 @@ impl BenchConfig {
             "BENCH_STREAMS must list positive counts"
         );
         let collectors = std::env::var("BENCH_COLLECTORS")
-            .unwrap_or_else(|_| "tradewatch,tradewatch-resource,rotel".into())
+            .unwrap_or_else(|_| "tradewatch,tradewatch-resource,tradewatch-tls,rotel".into())
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -349,6 +353,8 @@ struct Collector {
     peak_rss_kib: u64,
     acked_spans_total: u64,
     stopped: Option<String>,
+    /// The generator connects with TLS (tradewatch-tls).
+    tls: Option<Arc<rustls::ClientConfig>>,
     _dir: TempDir,
 }
 
@@ -390,6 +396,7 @@ impl Collector {
             peak_rss_kib: 0,
             acked_spans_total: 0,
             stopped: None,
+            tls: None,
             _dir: dir,
         })
     }
@@ -514,6 +521,8 @@ enum Variant {
     /// The `resource` processor inserts `service.namespace` (absent from the
     /// requests) into every resource: an edit of every request.
     Resource,
+    /// The relay with TLS on the receiver.
+    Tls,
 }
 
 fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, String> {
@@ -536,6 +545,7 @@ fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, Strin
     let config = dir.0.join("bench.toml");
     let (name, processor) = match variant {
         Variant::Relay => ("tradewatch", ""),
+        Variant::Tls => ("tradewatch-tls", ""),
         Variant::Resource => (
             "tradewatch-resource",
             "[processors.resource]\n\
@@ -557,6 +567,19 @@ fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, Strin
     if !processor.is_empty() {
         toml.push_str("processors = [\"resource\"]\n");
     }
+    let tls = match variant {
+        Variant::Tls => {
+            let (client, cert, key) = bench_certificate(&dir.0)?;
+            let _ = write!(
+                toml,
+                "[receivers.otlp.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            );
+            Some(client)
+        }
+        _ => None,
+    };
     fs::write(&config, toml).map_err(|e| format!("write {}: {e}", config.display()))?;
     let mut cmd = Command::new(&bin);
     cmd.arg("run").arg("--config").arg(&config);
@@ -571,8 +594,32 @@ fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, Strin
         log_dir.join(format!("{name}.log")),
         dir,
     )?;
+    c.tls = tls;
     c.wait_ready(|| http_get_ok(health, "/health") && tcp_connects(grpc_addr))?;
     Ok(c)
+}
+
+/// A self-signed certificate for 127.0.0.1 written into `dir`, and a client configuration
+/// trusting it (offering h2, as gRPC clients do).
+fn bench_certificate(dir: &Path) -> Result<(Arc<rustls::ClientConfig>, PathBuf, PathBuf), String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    fs::write(&cert_file, cert.pem()).map_err(|e| e.to_string())?;
+    fs::write(&key_file, key.serialize_pem()).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((Arc::new(config), cert_file, key_file))
 }
 
 fn start_rotel(log_dir: &Path) -> Result<Collector, String> {
@@ -818,15 +865,24 @@ impl Decoder for ResponseDecoder {
 
 async fn connect(
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<tonic::client::Grpc<Channel>, tonic::transport::Error> {
     // One Endpoint::connect per stream = one TCP/HTTP/2 connection per stream.
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .expect("endpoint uri")
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .timeout(REQUEST_TIMEOUT)
-        .connect()
-        .await?;
+        .timeout(REQUEST_TIMEOUT);
+    let ch = match tls {
+        // tradewatch's own connector: TCP_NODELAY, then the rustls handshake.
+        Some(config) => {
+            endpoint
+                .connect_with_connector(tradewatch::net::tls::TlsConnect::new(config))
+                .await?
+        }
+        None => endpoint.connect().await?,
+    };
     Ok(tonic::client::Grpc::new(ch))
 }
 
@@ -847,13 +903,19 @@ async fn export(
     Ok(resp.into_inner())
 }
 
-fn probe(addr: SocketAddr, body: &Bytes) -> Result<(), String> {
+fn probe(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    body: &Bytes,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut grpc = connect(addr).await.map_err(|e| format!("connect: {e:?}"))?;
+        let mut grpc = connect(addr, tls)
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
         match export(&mut grpc, body.clone()).await {
             Ok(0) => Ok(()),
             Ok(rejected) => Err(format!("{rejected} spans rejected (partial success)")),
@@ -960,6 +1022,7 @@ fn run_phase(
 ) -> Result<PhaseResult, String> {
     let (tx, rx) = mpsc::channel::<Result<(Instant, Instant), String>>();
     let addr = c.grpc;
+    let tls = c.tls.clone();
     let reqs = requests.clone();
     let rt = cfg.runtime();
     let (warmup, measure) = (cfg.warmup, cfg.measure);
@@ -969,7 +1032,7 @@ fn run_phase(
         rt.block_on(async move {
             let mut conns = Vec::with_capacity(streams);
             for _ in 0..streams {
-                match connect(addr).await {
+                match connect(addr, tls.clone()).await {
                     Ok(g) => conns.push(g),
                     Err(e) => {
                         let _ = tx.send(Err(format!("connect: {e:?}")));
@@ -1450,6 +1513,22 @@ impl Summary {
             rotel_p99.map_or("?".into(), |v| format!("{v:.2}")),
             mark(p99_target_met, p99_why),
         );
+        if of("tradewatch-tls").next().is_some() {
+            let per_span = |name: &'static str, n: usize| {
+                of(name)
+                    .find(|r| r.streams == n)
+                    .map(|r| r.cpu_s_per_mspans)
+            };
+            let at4 = match (per_span("tradewatch-tls", 4), per_span("tradewatch", 4)) {
+                (Some(t), Some(p)) => format!("{t:.2} vs {p:.2} CPU s/M spans ({:.2}×)", t / p),
+                _ => "n/a (no 4-stream phase for both)".into(),
+            };
+            let _ = write!(
+                line,
+                "; with TLS at 4 streams: {at4}, rotel plaintext {}",
+                per_span("rotel", 4).map_or("?".into(), |v| format!("{v:.2}"))
+            );
+        }
         if of("tradewatch-resource").next().is_some() {
             let _ = write!(
                 line,
@@ -1459,7 +1538,7 @@ impl Summary {
                 mark(resource_target_met, "rotel not run"),
             );
         }
-        for name in ["tradewatch", "tradewatch-resource"] {
+        for name in ["tradewatch", "tradewatch-resource", "tradewatch-tls"] {
             if of(name).any(|r| r.collector_exited.is_some()) {
                 let _ = write!(line, "; {name} DIED during the run");
             }

@@ -10,6 +10,7 @@ pub mod component;
 pub mod config;
 pub mod demo;
 pub mod exporters;
+pub mod net;
 pub mod otlp;
 pub mod pipeline;
 pub mod processors;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 const CORE: &[&str] = &[
     "src/component.rs",
     "src/config",
+    "src/net",
     "src/otlp",
     "src/pipeline",
     "src/service",

@@ -662,6 +662,9 @@ struct RawService {
     memory_limit: HumanSize,
     #[serde(default)]
     pipelines: BTreeMap<Spanned<String>, Spanned<RawPipeline>>,
+    /// TLS for `/health`, `/status` and `/metrics`.
+    #[serde(default)]
+    tls: Option<crate::net::tls::ServerTlsConfig>,
 }
 
 fn default_service_http() -> Option<Spanned<String>> {
@@ -704,6 +707,8 @@ fn default_pipeline_capacity() -> Spanned<usize> {
 pub struct ServiceConfig {
     /// Where `/health`, `/status` and `/metrics` are served; `None` turns them off.
     pub http: Option<SocketAddr>,
+    /// TLS on the service endpoint (`[service.tls]`); plaintext when `None`.
+    pub tls: Option<crate::net::tls::ServerTlsFiles>,
     /// Root of the state components keep on disk (checkpoints, breach state).
     pub data_dir: PathBuf,
     /// How long shutdown may take to drain queues and flush before giving up.
@@ -774,6 +779,7 @@ impl Config {
             file: src.file.clone(),
             service: ServiceConfig {
                 http: None,
+                tls: None,
                 data_dir: src.resolve_path(
                     raw.service
                         .get_ref()
@@ -800,6 +806,13 @@ impl Config {
                     "service",
                     format!("invalid listen address {:?}: {e} (write HOST:PORT, e.g. \"127.0.0.1:13133\", or \"off\")", http.get_ref()),
                 )),
+            }
+        }
+
+        if let Some(tls) = &raw.service.get_ref().tls {
+            match tls.check(|p| src.resolve_path(p)) {
+                Ok(files) => cfg.service.tls = Some(files),
+                Err(e) => errors.push(src.error_at_key(&["service", "tls", e.key], e.message)),
             }
         }
 

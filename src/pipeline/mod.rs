@@ -309,10 +309,11 @@ impl Stage {
         }
     }
 
-    /// Dropping unsettled shares fails their acknowledgements.
+    /// Dropping unsettled shares fails their acknowledgements. Counted first, so a client
+    /// told its data was lost finds it counted.
     fn lose(&self, items: u64, acks: Vec<Ack>) {
-        drop(acks);
         self.failed_items.inc_by(items);
+        drop(acks);
     }
 
     fn fail(&mut self, panic: &(dyn std::any::Any + Send)) {

@@ -94,22 +94,50 @@ fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// Binds the service endpoint; the returned future serves until `shutdown`.
+/// Binds the service endpoint; the returned future serves until `shutdown`. With `tls`,
+/// HTTPS only, the files re-read as they change (a bad change is logged and refused).
 pub async fn serve(
     addr: std::net::SocketAddr,
+    tls: Option<crate::net::tls::ServerTlsFiles>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "service endpoint listening (/health, /status, /metrics)");
-    Ok(async move {
-        if let Err(e) = axum::serve(listener, router(telemetry))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "service endpoint stopped");
+    use crate::net::listener::{ConnectionsConfig, Listener, ListenerStats};
+    use crate::net::tls::{Reload, ServerTls};
+    let tls = match tls {
+        Some(files) => {
+            let tls = ServerTls::load(files).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
+            tls.spawn_watch(shutdown.clone(), |r| match r {
+                Reload::Unchanged | Reload::Restored => {}
+                Reload::Reloaded => tracing::info!(
+                    "service endpoint: TLS certificate files changed: new connections use them"
+                ),
+                Reload::Refused(m) => tracing::error!("service endpoint: {m}"),
+            });
+            Some(tls)
         }
-    })
+        None => None,
+    };
+    let tcp = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, tls = tls.is_some(), "service endpoint listening (/health, /status, /metrics)");
+    let listener = Listener {
+        name: "service",
+        tcp,
+        tls,
+        limits: ConnectionsConfig {
+            max_connections: 256,
+            ..ConnectionsConfig::default()
+        },
+        stats: Arc::new(ListenerStats::unregistered()),
+        http2_only: false,
+    };
+    Ok(crate::net::listener::serve(
+        listener,
+        router(telemetry),
+        shutdown,
+    ))
 }
 
 #[cfg(test)]

@@ -31,9 +31,14 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
     let service_stop = CancellationToken::new();
     let service = match cfg.service.http {
         Some(addr) => {
-            let serve = super::http::serve(addr, telemetry.clone(), service_stop.clone())
-                .await
-                .map_err(|source| RunError::ServiceEndpoint { addr, source })?;
+            let serve = super::http::serve(
+                addr,
+                cfg.service.tls.clone(),
+                telemetry.clone(),
+                service_stop.clone(),
+            )
+            .await
+            .map_err(|source| RunError::ServiceEndpoint { addr, source })?;
             Some(tokio::spawn(serve))
         }
         None => None,

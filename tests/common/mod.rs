@@ -193,6 +193,16 @@ impl Collector {
     /// directory and data, appending to the same stderr file; waits until it is healthy.
     pub fn restart(&mut self, env: &[(&str, &str)]) {
         self.terminate(Duration::from_secs(20));
+        self.start_again(env);
+    }
+
+    /// Starts a stopped collector (after [`Collector::terminate`]) on the same config,
+    /// working directory and data, appending to the same stderr file; waits until healthy.
+    pub fn start_again(&mut self, env: &[(&str, &str)]) {
+        assert!(
+            self.child.is_none(),
+            "start_again: the collector is running"
+        );
         let stderr = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.stderr_path)

@@ -13,7 +13,9 @@ Usage
                    [--service-name S] [--run-id R] [--timeout SECONDS]
 
 * ``--protocol grpc``: ``--endpoint 127.0.0.1:PORT`` (plaintext / insecure;
-  ``http://127.0.0.1:PORT`` is accepted too).
+  ``http://127.0.0.1:PORT`` is accepted too); ``https://HOST:PORT`` uses TLS with the
+  SDK's ``OTEL_EXPORTER_OTLP_CERTIFICATE`` (and ``_CLIENT_CERTIFICATE`` /
+  ``_CLIENT_KEY``). OTLP/HTTP reads the same variables for an ``https://`` endpoint.
 * ``--protocol http``: ``--endpoint http://127.0.0.1:PORT``; the script
   appends ``/v1/traces``, ``/v1/metrics`` and ``/v1/logs`` (OTLP/HTTP protobuf).
 * ``--spans`` defaults to 20, ``--logs`` to 10; metrics are only sent with
@@ -371,11 +373,15 @@ def build_exporters(protocol: str, endpoint: str, timeout: float):
             if target.startswith(prefix):
                 target = target[len(prefix):]
         target = target.rstrip("/")
+        # https://HOST:PORT: TLS, with the CA (and client certificate and key for mutual
+        # TLS) the SDK reads from OTEL_EXPORTER_OTLP_CERTIFICATE / _CLIENT_CERTIFICATE /
+        # _CLIENT_KEY.
+        insecure = None if target.startswith("https://") else True
         return (
-            OTLPSpanExporter(endpoint=target, insecure=True, timeout=timeout),
-            OTLPLogExporter(endpoint=target, insecure=True, timeout=timeout),
+            OTLPSpanExporter(endpoint=target, insecure=insecure, timeout=timeout),
+            OTLPLogExporter(endpoint=target, insecure=insecure, timeout=timeout),
             OTLPMetricExporter(
-                endpoint=target, insecure=True, timeout=timeout, preferred_temporality=cumulative
+                endpoint=target, insecure=insecure, timeout=timeout, preferred_temporality=cumulative
             ),
         )
     if protocol == "http":

@@ -4,6 +4,7 @@
 use super::{Compression, ExportResponse, OtlpExporterConfig, PartialSuccess, Transport};
 use crate::component::ExportError;
 use crate::component::Signal;
+use crate::net::tls::TlsConnect;
 use crate::otlp::RpcStatus;
 use bytes::{BufMut, Bytes};
 use futures_util::future::BoxFuture;
@@ -73,8 +74,12 @@ impl GrpcExporter {
                 .map_err(|_| format!("invalid value for header {k:?}"))?;
             metadata.insert(key, val);
         }
+        let channel = match c.client_tls(&[b"h2"])? {
+            Some(config) => endpoint.connect_with_connector_lazy(TlsConnect::new(config)),
+            None => endpoint.connect_lazy(),
+        };
         Ok(GrpcExporter {
-            channel: endpoint.connect_lazy(),
+            channel,
             compression: c.compression,
             metadata,
         })

@@ -31,7 +31,11 @@ impl HttpExporter {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(tls) = c.client_tls(&[b"h2", b"http/1.1"])? {
+            client = client.use_preconfigured_tls(Arc::unwrap_or_clone(tls));
+        }
+        let client = client
             .default_headers(headers)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))

@@ -17,6 +17,7 @@ use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
+use crate::net::tls::ClientTlsConfig;
 use crate::otlp::log_limit::LogLimiter;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
@@ -64,6 +65,10 @@ pub struct OtlpExporterConfig {
     pub sending_queue: QueueConfig,
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// TLS settings for an `https://` endpoint (which uses TLS with the system's roots
+    /// without this table).
+    #[serde(default)]
+    pub tls: Option<ClientTlsConfig>,
 }
 
 fn default_timeout() -> HumanDuration {
@@ -71,7 +76,7 @@ fn default_timeout() -> HumanDuration {
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
-    let c: OtlpExporterConfig = component_config(src, Kind::Exporter, id)?;
+    let mut c: OtlpExporterConfig = component_config(src, Kind::Exporter, id)?;
     let uri: ::http::Uri = c.endpoint.parse().map_err(|e| {
         src.component_error(
             Kind::Exporter,
@@ -86,10 +91,33 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, 
             id,
             &["endpoint"],
             format!(
-                "invalid endpoint {:?}: write it as http://HOST:PORT",
+                "invalid endpoint {:?}: write it as http://HOST:PORT (https:// for TLS)",
                 c.endpoint
             ),
         ));
+    }
+    if let Some(tls) = &mut c.tls {
+        if uri.scheme_str() != Some("https") {
+            return Err(src.component_error(
+                Kind::Exporter,
+                id,
+                &["endpoint"],
+                format!(
+                    "[tls] is set but the endpoint {:?} is http://: write https:// to use TLS",
+                    c.endpoint
+                ),
+            ));
+        }
+        // Paths are taken from the configuration file's folder, once, here.
+        for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = src.resolve_path(p);
+        }
+        if let Err(e) = tls.build(|p| p.to_owned(), &[]) {
+            return Err(src.component_error(Kind::Exporter, id, &["tls", e.key], e.message));
+        }
     }
     for (k, v) in &c.headers {
         if ::http::HeaderName::from_bytes(k.as_bytes()).is_err()
@@ -123,6 +151,15 @@ impl ExporterConfig for OtlpExporterConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        if self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!(
+                exporter = %ctx.id,
+                endpoint = %self.endpoint,
+                "tls.insecure_skip_verify = true: the server's certificate is NOT checked; \
+                 anyone between here and the endpoint can read and change the data. \
+                 Use it for tests only; set tls.ca_file instead"
+            );
+        }
         let partial = Arc::new(PartialSuccesses::new(ctx));
         match self.protocol {
             Protocol::Grpc => Ok(Arc::new(OtlpExporter {
@@ -242,5 +279,21 @@ impl<T: Transport> Exporter for OtlpExporter<T> {
             }
             Ok(())
         })
+    }
+}
+
+impl OtlpExporterConfig {
+    /// The rustls configuration for an `https://` endpoint, `None` for `http://`.
+    pub(crate) fn client_tls(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        if !self.endpoint.starts_with("https://") {
+            return Ok(None);
+        }
+        let tls = self.tls.clone().unwrap_or_default();
+        tls.build(|p| p.to_owned(), alpn)
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| format!("tls.{e}"))
     }
 }

@@ -4,7 +4,7 @@
 use super::{inflate, Compression, InflateError, Intake, Rejection, INLINE_INFLATE_MAX};
 use crate::component::Running;
 use crate::component::Signal;
-use crate::service::health::{ComponentHealth, State};
+use crate::net::listener::Listener;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http_body::Frame;
@@ -338,10 +338,9 @@ async fn inflate_large_message(
 }
 
 pub(super) fn serve(
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     intake: Arc<Intake>,
     shutdown: CancellationToken,
-    health: Arc<ComponentHealth>,
 ) -> Running {
     let mut routes = tonic::service::Routes::builder();
     routes
@@ -371,20 +370,7 @@ pub(super) fn serve(
                     Status::unimplemented(message).into_http::<axum::body::Body>()
                 }
             });
-    let routes = tonic::service::Routes::from(router);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Box::pin(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .http2_adaptive_window(Some(true))
-            .initial_connection_window_size(Some(4 * 1024 * 1024))
-            .initial_stream_window_size(Some(1024 * 1024))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            health.report_error(State::Failed, format!("OTLP/gRPC server stopped: {e}"));
-            tracing::error!(error = %e, "OTLP/gRPC server stopped");
-        }
-    })
+    // Served by the shared accept loop (TLS, connection cap, timeouts, HTTP/2 windows and
+    // keepalive) rather than tonic's own server.
+    Box::pin(crate::net::listener::serve(listener, router, shutdown))
 }

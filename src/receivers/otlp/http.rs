@@ -5,10 +5,10 @@
 use super::{inflate, Compression, InflateError, Intake, Rejection};
 use crate::component::Running;
 use crate::component::Signal;
+use crate::net::listener::Listener;
 use crate::otlp::json;
 use crate::otlp::RpcStatus;
 use crate::pipeline::Payload;
-use crate::service::health::{ComponentHealth, State};
 use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
@@ -283,10 +283,9 @@ async fn unknown_path(
 }
 
 pub(super) fn serve(
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     intake: Arc<Intake>,
     shutdown: CancellationToken,
-    health: Arc<ComponentHealth>,
 ) -> Running {
     let route = |signal: Signal| {
         post(
@@ -303,16 +302,5 @@ pub(super) fn serve(
         .method_not_allowed_fallback(unknown_path)
         .layer(axum::middleware::from_fn(close_after_client_error))
         .with_state(intake);
-    Box::pin(async move {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
-            health.report_error(State::Failed, format!("OTLP/HTTP server stopped: {e}"));
-        }
-    })
+    Box::pin(crate::net::listener::serve(listener, app, shutdown))
 }

@@ -15,6 +15,8 @@ use crate::component::{BuildContext, BuildError, ReceiverConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{Outputs, Receiver, Running};
 use crate::config::{component_config, ConfigError, HumanDuration, HumanSize, Secret, Source};
+use crate::net::listener::{ConnectionsConfig, Listener, ListenerStats};
+use crate::net::tls::{Reload, ServerTls, ServerTlsConfig, ServerTlsFiles};
 use crate::otlp::log_limit::LogLimiter;
 use crate::pipeline::{Ack, Batch, Delivery, Payload, Refused};
 use crate::service::health::ComponentHealth;
@@ -44,6 +46,10 @@ pub struct OtlpReceiverConfig {
     /// If set, clients must send `Authorization: Bearer <token>`. Take it from the
     /// environment: `auth_token = "${OTLP_TOKEN}"`.
     pub auth_token: Option<Secret>,
+    /// TLS on both listeners (`[receivers.otlp.tls]`); with `client_ca_file`, mutual TLS.
+    pub tls: Option<ServerTlsConfig>,
+    /// Connection limits and timeouts of each listener.
+    pub connections: ConnectionsConfig,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -55,6 +61,8 @@ impl Default for OtlpReceiverConfig {
             pushback_wait: HumanDuration::from_millis(500),
             wait_for_delivery: false,
             auth_token: None,
+            tls: None,
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -67,6 +75,8 @@ struct Checked {
     pushback_wait: Duration,
     wait_for_delivery: bool,
     auth_token: Option<Secret>,
+    tls: Option<ServerTlsFiles>,
+    connections: ConnectionsConfig,
 }
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, ConfigError> {
@@ -87,7 +97,17 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
         pushback_wait: c.pushback_wait.get(),
         wait_for_delivery: c.wait_for_delivery,
         auth_token: c.auth_token.filter(|t| !t.is_empty()),
+        tls: match &c.tls {
+            Some(t) => Some(t.check(|p| src.resolve_path(p)).map_err(|e| {
+                src.component_error(Kind::Receiver, id, &["tls", e.key], e.message)
+            })?),
+            None => None,
+        },
+        connections: c.connections.clone(),
     };
+    if let Err((key, m)) = checked.connections.validate() {
+        return Err(src.component_error(Kind::Receiver, id, &["connections", key], m));
+    }
     if checked.grpc.is_none() && checked.http.is_none() {
         return Err(src.component_error(
             Kind::Receiver,
@@ -320,7 +340,33 @@ impl Receiver for OtlpReceiver {
                 id: id.clone(),
                 rejections_log: LogLimiter::new(Duration::from_secs(10)),
             });
+            let tls = match &cfg.tls {
+                Some(files) => {
+                    let tls = ServerTls::load(files.clone()).map_err(|e| {
+                        BuildError::at_key(
+                            &id,
+                            Kind::Receiver,
+                            &format!("tls.{}", e.key),
+                            e.message,
+                        )
+                    })?;
+                    watch_tls(&tls, &id, &health, &shutdown);
+                    Some(tls)
+                }
+                None => None,
+            };
+            let stats = |listener: &str| {
+                let l = [("listener", listener)];
+                Arc::new(ListenerStats {
+                    open: health.gauge("open_connections", "Connections open now", &l),
+                    refused: health.counter("refused_connections", "Connections closed at once because max_connections were open", &l),
+                    handshake_failures: health.counter("tls_handshake_failures", "Connections whose TLS handshake failed (no or untrusted client certificate, plaintext, timeout)", &l),
+                    timed_out: health.counter("timed_out_connections", "Connections closed for not sending a request header within header_read_timeout, or for being idle", &l),
+                })
+            };
             let mut servers: Vec<Running> = Vec::new();
+            let mut shown: Vec<(&'static str, Arc<ListenerStats>)> = Vec::new();
+            let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
             if let Some(addr) = cfg.grpc {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                     BuildError::at_key(
@@ -330,12 +376,20 @@ impl Receiver for OtlpReceiver {
                         format!("cannot listen for OTLP/gRPC on {addr}: {e}"),
                     )
                 })?;
-                tracing::info!(receiver = %id, %addr, "OTLP/gRPC listening");
+                tracing::info!(receiver = %id, %addr, scheme, "OTLP/gRPC listening");
+                let stats = stats("grpc");
+                shown.push(("grpc", stats.clone()));
                 servers.push(grpc::serve(
-                    listener,
+                    Listener {
+                        name: "OTLP/gRPC",
+                        tcp: listener,
+                        tls: tls.clone(),
+                        limits: cfg.connections.clone(),
+                        stats,
+                        http2_only: true,
+                    },
                     intake.clone(),
                     shutdown.clone(),
-                    health.clone(),
                 ));
             }
             if let Some(addr) = cfg.http {
@@ -347,14 +401,35 @@ impl Receiver for OtlpReceiver {
                         format!("cannot listen for OTLP/HTTP on {addr}: {e}"),
                     )
                 })?;
-                tracing::info!(receiver = %id, %addr, "OTLP/HTTP listening");
+                tracing::info!(receiver = %id, %addr, scheme, "OTLP/HTTP listening");
+                let stats = stats("http");
+                shown.push(("http", stats.clone()));
                 servers.push(http::serve(
-                    listener,
+                    Listener {
+                        name: "OTLP/HTTP",
+                        tcp: listener,
+                        tls: tls.clone(),
+                        limits: cfg.connections.clone(),
+                        stats,
+                        http2_only: false,
+                    },
                     intake.clone(),
                     shutdown.clone(),
-                    health.clone(),
                 ));
             }
+            let max = cfg.connections.max_connections;
+            health.set_detail_with(move || {
+                let mut parts: Vec<String> = shown
+                    .iter()
+                    .map(|(name, s)| {
+                        format!("{name}: {} open connections (max {max})", s.open.get())
+                    })
+                    .collect();
+                if let Some(tls) = &tls {
+                    parts.push(tls.describe());
+                }
+                parts.join("; ")
+            });
             drop(intake);
             let run: Running = Box::pin(async move {
                 futures_util::future::join_all(servers).await;
@@ -362,6 +437,45 @@ impl Receiver for OtlpReceiver {
             Ok(run)
         })
     }
+}
+
+/// Re-reads the certificate files every `reload_interval`: a good change is taken by new
+/// handshakes, a bad one is refused (the old files stay in use), counted and shown in
+/// `/status` as the receiver's last error, with the receiver degraded until fixed.
+fn watch_tls(
+    tls: &Arc<ServerTls>,
+    id: &ComponentId,
+    health: &Arc<ComponentHealth>,
+    shutdown: &CancellationToken,
+) {
+    let reloads = health.counter("tls_reloads", "Times new certificate files were taken", &[]);
+    let failures = health.counter(
+        "tls_reload_failures",
+        "Times changed certificate files were refused (the previous ones stay in use)",
+        &[],
+    );
+    let (id, health) = (id.clone(), health.clone());
+    tls.spawn_watch(shutdown.clone(), move |r| match r {
+        Reload::Unchanged => {}
+        Reload::Reloaded => {
+            reloads.inc();
+            tracing::info!(receiver = %id, "TLS certificate files changed: new connections use them");
+            if health.state() == crate::service::health::State::Degraded {
+                health.report_ok();
+            }
+        }
+        Reload::Restored => {
+            tracing::info!(receiver = %id, "TLS certificate files are back to the ones in use");
+            if health.state() == crate::service::health::State::Degraded {
+                health.report_ok();
+            }
+        }
+        Reload::Refused(message) => {
+            failures.inc();
+            tracing::error!(receiver = %id, "{message}");
+            health.report_error(crate::service::health::State::Degraded, message);
+        }
+    });
 }
 
 /// Encoded requests larger than this are validated on the blocking pool.
