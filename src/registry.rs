@@ -12,6 +12,7 @@ pub fn builtin() -> Registry {
             ("otlp", crate::receivers::otlp::parse),
             ("alerts", crate::receivers::alerts::parse),
             ("freqtrade", crate::receivers::freqtrade::parse),
+            ("logtail", crate::receivers::logtail::parse),
         ],
         processors: vec![
             ("batch", crate::processors::batch::parse),

@@ -3,4 +3,5 @@
 
 pub mod alerts;
 pub mod freqtrade;
+pub mod logtail;
 pub mod otlp;
