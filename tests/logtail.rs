@@ -29,6 +29,8 @@ exporters = [{names}]
     )
 }
 
+const DEBUG: &str = "info,tradewatch::receivers::logtail=debug";
+
 fn file_exporter() -> &'static str {
     "[exporters.file]\npath = \"out.jsonl\"\n"
 }
@@ -44,7 +46,7 @@ fn respawn(c: &mut Collector) {
         .arg("--config")
         .arg(&c.config_path)
         .current_dir(c.dir.path())
-        .env("TRADEWATCH_LOG", "info")
+        .env("TRADEWATCH_LOG", DEBUG)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -127,9 +129,10 @@ fn rotation_torture_every_line_exactly_once_through_three_sigkills() {
 include = ["logs/app.jsonl*"]
 start_at = "beginning"
 poll_interval = "50ms""#;
-    let mut c = Collector::start(
+    let mut c = Collector::start_with_env(
         &config(service, receiver, file_exporter(), "\"file\""),
         service,
+        &[("TRADEWATCH_LOG", DEBUG)],
     );
     let logs = c.path("logs");
     fs::create_dir_all(&logs).unwrap();
@@ -139,9 +142,11 @@ poll_interval = "50ms""#;
     // Three SIGKILLs while the writer writes and rotates, each once output has grown.
     for kill in 0..3 {
         let before = counts(&out, "n").len();
-        eventually(Duration::from_secs(60), "output grows before a kill", || {
-            counts(&out, "n").len() > before + 5_000
-        });
+        eventually(
+            Duration::from_secs(60),
+            "output grows before a kill",
+            || counts(&out, "n").len() > before + 5_000,
+        );
         c.kill();
         std::thread::sleep(Duration::from_millis(100 + 150 * kill));
         respawn(&mut c);
@@ -156,8 +161,25 @@ poll_interval = "50ms""#;
     // so that everything in flight has landed, then count.
     c.terminate(Duration::from_secs(20));
     let seen = counts(&out, "n");
-    let repeated: Vec<_> = seen.iter().filter(|(_, k)| **k != 1).take(10).collect();
-    assert!(repeated.is_empty(), "lines seen more than once: {repeated:?}");
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for (&n, _) in seen.iter().filter(|(_, k)| **k != 1) {
+        match runs.last_mut() {
+            Some(r) if r.1 + 1 == n => r.1 = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    if !runs.is_empty() {
+        let trail: Vec<String> = c
+            .logs()
+            .lines()
+            .filter(|l| l.contains("logtail") || l.contains("start"))
+            .map(|l| l.chars().take(300).collect())
+            .collect();
+        panic!(
+            "lines seen more than once, in runs: {runs:?}\n{}",
+            trail.join("\n")
+        );
+    }
     assert_eq!(seen.len() as u64, TOTAL);
     assert_eq!(seen.keys().next_back(), Some(&(TOTAL as i64 - 1)));
     eprintln!("torture: {TOTAL} lines in {:?}", started.elapsed());
@@ -216,14 +238,18 @@ max_elapsed_time = "1s""#
     fs::write(logs.join("app.jsonl"), &text).unwrap();
     let size = text.len() as u64;
     // Read and sent, given up on, read again: but never checkpointed.
-    eventually(Duration::from_secs(30), "batches fail while the sink is down", || {
-        common::metric_value(
-            &c.metrics(),
-            r#"tradewatch_receiver_batches_not_delivered_total{receiver="logtail/t"}"#,
-        )
-        .unwrap_or(0.0)
-            >= 3.0
-    });
+    eventually(
+        Duration::from_secs(30),
+        "batches fail while the sink is down",
+        || {
+            common::metric_value(
+                &c.metrics(),
+                r#"tradewatch_receiver_batches_not_delivered_total{receiver="logtail/t"}"#,
+            )
+            .unwrap_or(0.0)
+                >= 3.0
+        },
+    );
     let cp = checkpoint_committed(&c);
     assert!(
         cp.iter().all(|(_, committed)| *committed == 0),
@@ -247,12 +273,19 @@ exporters = ["file"]
         sink_service,
     );
     let out = sink.path("sink.jsonl");
-    eventually(Duration::from_secs(60), "every line reaches the sink", || {
-        counts(&out, "n").len() as u64 == TOTAL
-    });
-    eventually(Duration::from_secs(10), "the checkpoint covers the file", || {
-        checkpoint_committed(&c) == vec![(logs.join("app.jsonl").to_string_lossy().into_owned(), size)]
-    });
+    eventually(
+        Duration::from_secs(60),
+        "every line reaches the sink",
+        || counts(&out, "n").len() as u64 == TOTAL,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the checkpoint covers the file",
+        || {
+            checkpoint_committed(&c)
+                == vec![(logs.join("app.jsonl").to_string_lossy().into_owned(), size)]
+        },
+    );
     c.terminate(Duration::from_secs(20));
     let seen = counts(&out, "n");
     assert!(seen.values().all(|k| *k == 1), "a line arrived twice");
@@ -267,7 +300,10 @@ include = ["logs/*.log"]
 start_at = "beginning"
 poll_interval = "50ms"
 multiline_start = '^(\{|\d{4}-\d\d-\d\d)'"#;
-    let c = Collector::start(&config(service, receiver, file_exporter(), "\"file\""), service);
+    let c = Collector::start(
+        &config(service, receiver, file_exporter(), "\"file\""),
+        service,
+    );
     let logs = c.path("logs");
     fs::create_dir_all(&logs).unwrap();
     let mut f = File::create(logs.join("app.log")).unwrap();
@@ -287,9 +323,17 @@ multiline_start = '^(\{|\d{4}-\d\d-\d\d)'"#;
     eventually(Duration::from_secs(30), "eight records", || {
         logs_in(&read_jsonl(&out)).len() >= 8
     });
-    let recs: Vec<serde_json::Value> = logs_in(&read_jsonl(&out)).into_iter().map(|(_, r)| r).collect();
+    let recs: Vec<serde_json::Value> = logs_in(&read_jsonl(&out))
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     assert_eq!(recs.len(), 8, "one record per entry");
-    let body = |i: usize| recs[i]["body"]["stringValue"].as_str().unwrap_or_default().to_owned();
+    let body = |i: usize| {
+        recs[i]["body"]["stringValue"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let a = |i: usize| attrs(&recs[i]["attributes"]);
     // structlog
     assert_eq!(body(0), "order_submitted");
@@ -313,7 +357,10 @@ multiline_start = '^(\{|\d{4}-\d\d-\d\d)'"#;
     // plain text
     assert_eq!(body(3), "2024-03-15 14:32:17 plain text line");
     // invalid UTF-8 kept, lossily
-    assert_eq!(body(4), "2024-03-15 14:32:18 bad bytes \u{fffd}\u{fffd} here");
+    assert_eq!(
+        body(4),
+        "2024-03-15 14:32:18 bad bytes \u{fffd}\u{fffd} here"
+    );
     assert_eq!(a(4)["log.invalid_utf8"], true);
     // a 10 MB line: its first MiB, marked and counted
     assert_eq!(body(5).len(), 1024 * 1024);
@@ -351,7 +398,8 @@ include = ["logs/*.log"]
 start_at = "beginning"
 poll_interval = "50ms"
 redact_patterns = ['custom-[0-9a-f]{4}']"#;
-    let exporters = "[exporters.file]\npath = \"out.jsonl\"\n[exporters.debug]\nverbosity = \"detailed\"\n";
+    let exporters =
+        "[exporters.file]\npath = \"out.jsonl\"\n[exporters.debug]\nverbosity = \"detailed\"\n";
     let c = Collector::start(
         &config(service, receiver, exporters, "\"file\", \"debug\""),
         service,
@@ -376,9 +424,11 @@ redact_patterns = ['custom-[0-9a-f]{4}']"#;
     eventually(Duration::from_secs(30), "every record", || {
         logs_in(&read_jsonl(&out)).len() >= 9
     });
-    eventually(Duration::from_secs(10), "the debug exporter printed them", || {
-        c.logs().contains("\"done\"")
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the debug exporter printed them",
+        || c.logs().contains("\"done\""),
+    );
     let written = fs::read_to_string(&out).unwrap();
     let own = c.logs();
     for s in SECRETS {
@@ -390,7 +440,9 @@ redact_patterns = ['custom-[0-9a-f]{4}']"#;
 }
 
 fn open_fds(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -400,22 +452,32 @@ fn a_thousand_files_created_and_deleted_leak_no_descriptor() {
 include = ["logs/*.jsonl"]
 start_at = "beginning"
 poll_interval = "50ms""#;
-    let c = Collector::start(&config(service, receiver, file_exporter(), "\"file\""), service);
+    let c = Collector::start(
+        &config(service, receiver, file_exporter(), "\"file\""),
+        service,
+    );
     let pid = c.child.as_ref().unwrap().id();
     let logs = c.path("logs");
     fs::create_dir_all(&logs).unwrap();
     let out = c.path("out.jsonl");
     // Settle first: the file exporter's output is open from now on.
     fs::write(logs.join("warmup.jsonl"), line(1_000_000)).unwrap();
-    eventually(Duration::from_secs(20), "warm-up line", || counts(&out, "n").len() == 1);
+    eventually(Duration::from_secs(20), "warm-up line", || {
+        counts(&out, "n").len() == 1
+    });
     fs::remove_file(logs.join("warmup.jsonl")).unwrap();
     eventually(Duration::from_secs(20), "warm-up file released", || {
-        common::metric_value(&c.metrics(), r#"tradewatch_receiver_open_files{receiver="logtail/t"}"#) == Some(0.0)
+        common::metric_value(
+            &c.metrics(),
+            r#"tradewatch_receiver_open_files{receiver="logtail/t"}"#,
+        ) == Some(0.0)
     });
     let before = open_fds(pid);
     let mut peak = 0;
     for batch in 0..20 {
-        let names: Vec<PathBuf> = (0..50).map(|i| logs.join(format!("f{batch}-{i}.jsonl"))).collect();
+        let names: Vec<PathBuf> = (0..50)
+            .map(|i| logs.join(format!("f{batch}-{i}.jsonl")))
+            .collect();
         for (i, p) in names.iter().enumerate() {
             fs::write(p, line((batch * 50 + i) as u64)).unwrap();
         }
@@ -427,12 +489,17 @@ poll_interval = "50ms""#;
             fs::remove_file(p).unwrap();
         }
     }
-    eventually(Duration::from_secs(30), "every deleted file is released", || {
-        open_fds(pid) <= before
-    });
+    eventually(
+        Duration::from_secs(30),
+        "every deleted file is released",
+        || open_fds(pid) <= before,
+    );
     let seen = counts(&out, "n");
     assert_eq!(seen.len(), 1001);
     assert!(seen.values().all(|k| *k == 1));
-    assert!(peak > before, "files were held open while read (peak {peak}, before {before})");
+    assert!(
+        peak > before,
+        "files were held open while read (peak {peak}, before {before})"
+    );
     eprintln!("fds: before {before}, peak {peak}, after {}", open_fds(pid));
 }

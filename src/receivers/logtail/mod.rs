@@ -126,7 +126,10 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
             .collect()
     };
     if c.include.is_empty() {
-        return Err(err("include", "name at least one glob, e.g. [\"logs/*.jsonl\"]".into()));
+        return Err(err(
+            "include",
+            "name at least one glob, e.g. [\"logs/*.jsonl\"]".into(),
+        ));
     }
     let start_at_end = match c.start_at.as_str() {
         "end" => true,
@@ -139,14 +142,19 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
         }
     };
     let multiline_start = match &c.multiline_start {
-        Some(p) => Some(
-            regex_lite::Regex::new(p)
-                .map_err(|e| err("multiline_start", format!("invalid regular expression: {e}")))?,
-        ),
+        Some(p) => Some(regex_lite::Regex::new(p).map_err(|e| {
+            err(
+                "multiline_start",
+                format!("invalid regular expression: {e}"),
+            )
+        })?),
         None => None,
     };
     if c.max_line_bytes.bytes() < 64 {
-        return Err(err("max_line_bytes", "max_line_bytes must be at least 64B".into()));
+        return Err(err(
+            "max_line_bytes",
+            "max_line_bytes must be at least 64B".into(),
+        ));
     }
     if !(16..=65536).contains(&c.fingerprint_bytes) {
         return Err(err(
@@ -155,10 +163,16 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ReceiverConfig>, 
         ));
     }
     if c.max_in_flight == 0 {
-        return Err(err("max_in_flight", "max_in_flight must be at least 1".into()));
+        return Err(err(
+            "max_in_flight",
+            "max_in_flight must be at least 1".into(),
+        ));
     }
     if c.poll_interval.get() < Duration::from_millis(10) {
-        return Err(err("poll_interval", "poll_interval must be at least 10ms".into()));
+        return Err(err(
+            "poll_interval",
+            "poll_interval must be at least 10ms".into(),
+        ));
     }
     let keys = c.redact_keys.clone().unwrap_or_else(|| {
         parse::DEFAULT_SECRET_KEYS
@@ -229,12 +243,15 @@ impl Receiver for LogtailReceiver {
         } = *self;
         Box::pin(async move {
             let Some(consumer) = outputs.get(Signal::Logs).cloned() else {
-                return Err(BuildError::new(&id, "no logs pipeline takes from this receiver"));
+                return Err(BuildError::new(
+                    &id,
+                    "no logs pipeline takes from this receiver",
+                ));
             };
             let restored = match state.read(checkpoint::FILE_NAME).await {
                 Ok(None) => None,
-                Ok(Some(bytes)) => Some(serde_json::from_slice::<Checkpoint>(&bytes).map_err(
-                    |e| {
+                Ok(Some(bytes)) => {
+                    Some(serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
                         BuildError::new(
                             &id,
                             format!(
@@ -242,12 +259,15 @@ impl Receiver for LogtailReceiver {
                                 state.path().join(checkpoint::FILE_NAME).display()
                             ),
                         )
-                    },
-                )?),
+                    })?)
+                }
                 Err(e) => {
                     return Err(BuildError::new(
                         &id,
-                        format!("cannot read the checkpoint in {}: {e}", state.path().display()),
+                        format!(
+                            "cannot read the checkpoint in {}: {e}",
+                            state.path().display()
+                        ),
                     ))
                 }
             };
@@ -359,7 +379,14 @@ impl Reader {
         let mut next_poll = Instant::now();
         let mut first = first_start;
         let mut truncations_seen = 0;
+        let mut gave_up: Vec<Vec<Segment>> = Vec::new();
+        let mut settled = 0usize;
         loop {
+            in_flight -= settled;
+            settled = 0;
+            for segs in std::mem::take(&mut gave_up) {
+                self.settle(&segs, false);
+            }
             while let Ok((segs, ok)) = self.settle_rx.try_recv() {
                 self.settle(&segs, ok);
                 in_flight -= 1;
@@ -375,16 +402,45 @@ impl Reader {
                 first = false;
                 next_poll = now + self.cfg.poll_interval;
                 self.tailer.flush_idle(&mut out, Timestamp::now().0);
-                self.counters.open_files.set(self.tailer.open_files() as i64);
-                self.counters.known_files.set(self.tailer.known_files() as i64);
+                self.counters
+                    .open_files
+                    .set(self.tailer.open_files() as i64);
+                self.counters
+                    .known_files
+                    .set(self.tailer.known_files() as i64);
                 let t = self.tailer.stats.truncations;
                 self.counters.file_truncations.inc_by(t - truncations_seen);
                 truncations_seen = t;
                 self.save();
             }
             if in_flight < self.cfg.max_in_flight {
-                self.tailer
-                    .read(&mut out, self.cfg.max_batch_bytes, Timestamp::now().0);
+                // Deliveries are recorded (and the checkpoint saved) between chunks, so
+                // the checkpoint trails the exporters by as little as possible; a batch
+                // given up on is applied at the top of the loop, where rewinding is safe.
+                let settle_rx = &self.settle_rx;
+                let state = &self.state;
+                let gave_up = &mut gave_up;
+                let settled = &mut settled;
+                let mut between = |t: &mut Tailer| {
+                    while let Ok((segs, ok)) = settle_rx.try_recv() {
+                        *settled += 1;
+                        if ok {
+                            t.delivered(&segs);
+                        } else {
+                            gave_up.push(segs);
+                        }
+                    }
+                    if t.dirty {
+                        // An error is reported by the next save at the loop's top.
+                        let _ = save(t, state);
+                    }
+                };
+                self.tailer.read(
+                    &mut out,
+                    self.cfg.max_batch_bytes,
+                    Timestamp::now().0,
+                    &mut between,
+                );
             }
             if !out.records.is_empty() {
                 self.counters.records.inc_by(out.records.len() as u64);
@@ -419,6 +475,10 @@ impl Reader {
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+        in_flight -= settled;
+        for segs in gave_up {
+            self.settle(&segs, false);
+        }
         // Shutting down: what is in the pipelines may still be delivered; wait a while
         // for it so the checkpoint says so, then save what is known.
         drop(self.batch_tx.clone());
@@ -448,14 +508,7 @@ impl Reader {
         if !self.tailer.dirty {
             return;
         }
-        let cp = self.tailer.checkpoint();
-        let bytes = match serde_json::to_vec(&cp) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        if let Err(e) = self.state.write_blocking(checkpoint::FILE_NAME, &bytes) {
-            // Not fatal: the next save tries again; until then a restart repeats more.
-            self.tailer.dirty = true;
+        if let Err(e) = save(&mut self.tailer, &self.state) {
             self.health.report_error(
                 crate::service::health::State::Degraded,
                 format!("cannot write the checkpoint: {e}"),
@@ -463,6 +516,18 @@ impl Reader {
             tracing::warn!(receiver = %self.id, "cannot write the checkpoint: {e}");
         }
     }
+}
+
+/// Writes the checkpoint (atomically, synced). A failure is not fatal: the next save
+/// tries again; until then a restart would repeat more.
+fn save(t: &mut Tailer, state: &StateDir) -> std::io::Result<()> {
+    let cp = t.checkpoint();
+    let bytes = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
+    let r = state.write_blocking(checkpoint::FILE_NAME, &bytes);
+    if r.is_err() {
+        t.dirty = true;
+    }
+    r
 }
 
 fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {

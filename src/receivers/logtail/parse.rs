@@ -13,8 +13,8 @@
 //! the patterns (webhook URLs, bearer tokens, `password=...` in text, credentials in URLs)
 //! are replaced inside every string.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
 use opentelemetry_proto::tonic::common::v1::KeyValueList;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
 use regex_lite::Regex;
 use std::borrow::Cow;
@@ -187,7 +187,8 @@ pub fn parse_record(bytes: &[u8], truncated: bool, observed: u64, r: &Redactor) 
         None => {
             let text = String::from_utf8_lossy(bytes);
             if matches!(text, Cow::Owned(_)) {
-                rec.attributes.push(kv("log.invalid_utf8", bool_value(true)));
+                rec.attributes
+                    .push(kv("log.invalid_utf8", bool_value(true)));
             }
             rec.body = Some(string_value(r.text(&text).into_owned()));
         }
@@ -239,11 +240,19 @@ fn fill_from_json(
             break;
         }
     }
-    if let Some(id) = obj.get("trace_id").and_then(|v| v.as_str()).and_then(|s| hex_id(s, 16)) {
+    if let Some(id) = obj
+        .get("trace_id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| hex_id(s, 16))
+    {
         rec.trace_id = id;
         obj.remove("trace_id");
     }
-    if let Some(id) = obj.get("span_id").and_then(|v| v.as_str()).and_then(|s| hex_id(s, 8)) {
+    if let Some(id) = obj
+        .get("span_id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| hex_id(s, 8))
+    {
         rec.span_id = id;
         obj.remove("span_id");
     }
@@ -277,7 +286,9 @@ fn to_any(key: &str, v: serde_json::Value, r: &Redactor) -> AnyValue {
         J::Bool(b) => Some(any_value::Value::BoolValue(b)),
         J::Number(n) => match n.as_i64() {
             Some(i) => Some(any_value::Value::IntValue(i)),
-            None => Some(any_value::Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN))),
+            None => Some(any_value::Value::DoubleValue(
+                n.as_f64().unwrap_or(f64::NAN),
+            )),
         },
         J::String(s) => Some(any_value::Value::StringValue(match r.text(&s) {
             Cow::Borrowed(_) => s,
@@ -290,7 +301,11 @@ fn to_any(key: &str, v: serde_json::Value, r: &Redactor) -> AnyValue {
             values: m
                 .into_iter()
                 .map(|(k, v)| {
-                    let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+                    let path = if key.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    };
                     if r.is_secret_key(&path) {
                         kv(&k, string_value(REDACTED.to_owned()))
                     } else {
@@ -375,7 +390,16 @@ fn parse_level(v: &serde_json::Value) -> Option<(SeverityNumber, String)> {
 /// nanoseconds told apart by magnitude; `None` for anything else (kept as an attribute).
 pub fn parse_time(v: &serde_json::Value) -> Option<u64> {
     match v {
-        serde_json::Value::Number(n) => epoch(n.as_f64()?),
+        serde_json::Value::Number(n) => match n.as_u64() {
+            // Integers are scaled exactly; a double would round milliseconds.
+            Some(i) if i > 0 => Some(match i {
+                ..100_000_000_000 => i.checked_mul(1_000_000_000)?,
+                ..100_000_000_000_000 => i * 1_000_000,
+                ..100_000_000_000_000_000 => i * 1_000,
+                _ => i,
+            }),
+            _ => epoch(n.as_f64()?),
+        },
         serde_json::Value::String(s) => {
             let s = s.trim();
             if let Ok(f) = s.parse::<f64>() {
@@ -450,8 +474,14 @@ fn iso8601(s: &str) -> Option<u64> {
         Some(&sign @ (b'+' | b'-')) => {
             let rest = &s[i + 1..];
             let (oh, om) = match rest.len() {
-                5 if rest.as_bytes()[2] == b':' => (rest[..2].parse::<i64>().ok()?, rest[3..].parse::<i64>().ok()?),
-                4 => (rest[..2].parse::<i64>().ok()?, rest[2..].parse::<i64>().ok()?),
+                5 if rest.as_bytes()[2] == b':' => (
+                    rest[..2].parse::<i64>().ok()?,
+                    rest[3..].parse::<i64>().ok()?,
+                ),
+                4 => (
+                    rest[..2].parse::<i64>().ok()?,
+                    rest[2..].parse::<i64>().ok()?,
+                ),
                 2 => (rest.parse::<i64>().ok()?, 0),
                 _ => return None,
             };

@@ -65,6 +65,9 @@ struct PendingRecord {
 struct Tracked {
     key: u64,
     fp: Fingerprint,
+    /// The bytes `fp` was taken of (not kept across restarts): a file that is still
+    /// a strict beginning of them is a copy in progress, not a new file.
+    head: Vec<u8>,
     path: PathBuf,
     name: String,
     dev: u64,
@@ -88,10 +91,18 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(key: u64, fp: Fingerprint, path: PathBuf, md: &std::fs::Metadata, f: File, at: u64) -> Tracked {
+    fn new(
+        key: u64,
+        fp: Fingerprint,
+        path: PathBuf,
+        md: &std::fs::Metadata,
+        f: File,
+        at: u64,
+    ) -> Tracked {
         Tracked {
             key,
             fp,
+            head: Vec::new(),
             name: file_name(&path),
             path,
             dev: md.dev(),
@@ -173,6 +184,7 @@ impl Tailer {
             t.files.push(Tracked {
                 key,
                 fp: c.fingerprint,
+                head: Vec::new(),
                 name: file_name(&path),
                 path,
                 dev: c.dev,
@@ -287,8 +299,12 @@ impl Tailer {
                         t.fp = Fingerprint::of(&prefix);
                         self.dirty = true;
                     }
+                    if prefix.len() > t.head.len() {
+                        t.head = prefix;
+                    }
                     continue;
                 }
+                tracing::debug!(path = %t.path.display(), "logtail: file truncated or replaced");
                 t.detach();
                 self.stats.truncations += 1;
                 self.stats.closed += 1;
@@ -311,7 +327,20 @@ impl Tailer {
             let candidates: Vec<usize> = (0..self.files.len())
                 .filter(|&i| self.files[i].fp.matches(&prefix))
                 .collect();
-            if candidates.iter().any(|&i| self.files[i].seen || self.files[i].file.is_some()) {
+            if candidates.is_empty()
+                && self
+                    .files
+                    .iter()
+                    .any(|t| prefix.len() < t.fp.len as usize && t.head.starts_with(&prefix))
+            {
+                // Still a strict beginning of a known file: a copy being written.
+                // Decide when it has grown past the fingerprint.
+                continue;
+            }
+            if candidates
+                .iter()
+                .any(|&i| self.files[i].seen || self.files[i].file.is_some())
+            {
                 // A copy of a file we are reading under its own name: read it once.
                 continue;
             }
@@ -319,7 +348,12 @@ impl Tailer {
                 .iter()
                 .copied()
                 .find(|&i| self.files[i].dev == md.dev() && self.files[i].ino == md.ino())
-                .or_else(|| candidates.iter().copied().max_by_key(|&i| self.files[i].ranges.committed));
+                .or_else(|| {
+                    candidates
+                        .iter()
+                        .copied()
+                        .max_by_key(|&i| self.files[i].ranges.committed)
+                });
             if let Some(i) = pick {
                 let t = &mut self.files[i];
                 if md.len() >= t.line_start {
@@ -335,15 +369,26 @@ impl Tailer {
                     if prefix.len() > t.fp.len as usize {
                         t.fp = Fingerprint::of(&prefix);
                     }
+                    if prefix.len() > t.head.len() {
+                        t.head = prefix;
+                    }
+                    tracing::debug!(path = %t.path.display(), at = t.line_start, "logtail: known file under a new name");
                     self.stats.opened += 1;
                     self.dirty = true;
                     continue;
                 }
             }
-            let at = if first && self.s.start_at_end { md.len() } else { 0 };
+            let at = if first && self.s.start_at_end {
+                md.len()
+            } else {
+                0
+            };
             let key = self.next_key;
             self.next_key += 1;
-            self.files.push(Tracked::new(key, Fingerprint::of(&prefix), path, &md, f, at));
+            tracing::debug!(path = %path.display(), at, "logtail: new file");
+            let mut t = Tracked::new(key, Fingerprint::of(&prefix), path, &md, f, at);
+            t.head = prefix;
+            self.files.push(t);
             self.stats.opened += 1;
             self.dirty = true;
         }
@@ -388,17 +433,27 @@ impl Tailer {
         self.files.iter().any(|t| t.file.is_some() && !t.eof)
     }
 
-    /// Reads from every open file until each is at its end or `out` holds `max_bytes`.
-    pub fn read(&mut self, out: &mut Outbox, max_bytes: usize, observed: u64) {
+    /// Reads from every open file until each is at its end or `out` holds `max_bytes`,
+    /// calling `between` after every chunk (to record deliveries while it reads).
+    pub fn read(
+        &mut self,
+        out: &mut Outbox,
+        max_bytes: usize,
+        observed: u64,
+        between: &mut dyn FnMut(&mut Tailer),
+    ) {
         let mut buf = std::mem::take(&mut self.buf);
         for i in 0..self.files.len() {
-            if out.bytes >= max_bytes {
-                break;
+            loop {
+                if out.bytes >= max_bytes || i >= self.files.len() {
+                    break;
+                }
+                if self.files[i].file.is_none() || self.files[i].eof {
+                    break;
+                }
+                self.read_file(i, &mut buf, out, max_bytes, observed);
+                between(self);
             }
-            if self.files[i].file.is_none() || self.files[i].eof {
-                continue;
-            }
-            self.read_file(i, &mut buf, out, max_bytes, observed);
         }
         self.buf = buf;
     }
@@ -428,7 +483,14 @@ impl Tailer {
         }
     }
 
-    fn read_file(&mut self, i: usize, buf: &mut [u8], out: &mut Outbox, max_bytes: usize, observed: u64) {
+    fn read_file(
+        &mut self,
+        i: usize,
+        buf: &mut [u8],
+        out: &mut Outbox,
+        max_bytes: usize,
+        observed: u64,
+    ) {
         let s = &self.s;
         let t = &mut self.files[i];
         loop {
@@ -458,10 +520,7 @@ impl Tailer {
                 continue;
             }
             let Some(f) = &t.file else { return };
-            let n = match f.read_at(&mut buf[..want], t.read_at) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = f.read_at(&mut buf[..want], t.read_at).unwrap_or_default();
             if n == 0 {
                 t.eof = true;
                 return;
@@ -480,6 +539,7 @@ impl Tailer {
             t.read_at += n as u64;
             let chunk = &buf[..n];
             let mut pos = 0;
+            let one_chunk = true;
             while let Some(j) = memchr::memchr(b'\n', &chunk[pos..]) {
                 let end = chunk_start + (pos + j + 1) as u64;
                 let piece = &chunk[pos..pos + j + 1];
@@ -509,6 +569,9 @@ impl Tailer {
                 t.overflow = true;
             }
             t.carry.extend_from_slice(&rest[..rest.len().min(room)]);
+            if one_chunk {
+                return;
+            }
         }
     }
 
@@ -527,11 +590,19 @@ impl Tailer {
                 }
             } else {
                 t.ranges.gave_up(seg.start);
-                if seg.start < t.line_start || t.pending.as_ref().is_some_and(|p| seg.start < p.start) {
+                if seg.start < t.line_start
+                    || t.pending.as_ref().is_some_and(|p| seg.start < p.start)
+                {
                     t.rewind(seg.start);
                 }
             }
         }
+    }
+
+    /// Records a delivery; unlike [`Tailer::settle`] it never moves a reading position,
+    /// so it may run while a batch is being put together.
+    pub fn delivered(&mut self, segments: &[Segment]) {
+        self.settle(segments, true);
     }
 
     /// Registers the segments of a batch about to be sent.
@@ -560,7 +631,12 @@ fn line_done(
 ) {
     let start = t.line_start;
     let Some(re) = &s.multiline_start else {
-        let rec = PendingRecord { start, end, bytes: line, truncated };
+        let rec = PendingRecord {
+            start,
+            end,
+            bytes: line,
+            truncated,
+        };
         emit(s, t.key, &t.name, rec, out, observed);
         return;
     };
@@ -581,7 +657,12 @@ fn line_done(
             if let Some(p) = t.pending.take() {
                 emit(s, t.key, &t.name, p, out, observed);
             }
-            t.pending = Some(PendingRecord { start, end, bytes: line, truncated });
+            t.pending = Some(PendingRecord {
+                start,
+                end,
+                bytes: line,
+                truncated,
+            });
         }
     }
 }
