@@ -392,11 +392,14 @@ pub fn parse_time(v: &serde_json::Value) -> Option<u64> {
     match v {
         serde_json::Value::Number(n) => match n.as_u64() {
             // Integers are scaled exactly; a double would round milliseconds.
-            Some(i) if i > 0 => Some(match i {
-                ..100_000_000_000 => i.checked_mul(1_000_000_000)?,
-                ..100_000_000_000_000 => i * 1_000_000,
-                ..100_000_000_000_000_000 => i * 1_000,
-                _ => i,
+            Some(i) if i > 0 => Some(if i < 100_000_000_000 {
+                i * 1_000_000_000
+            } else if i < 100_000_000_000_000 {
+                i * 1_000_000
+            } else if i < 100_000_000_000_000_000 {
+                i * 1_000
+            } else {
+                i
             }),
             _ => epoch(n.as_f64()?),
         },
