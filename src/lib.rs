@@ -4,6 +4,8 @@
 //! deliver it. [`pipeline`] wires them; [`service`] runs the whole graph and serves
 //! `/health`, `/status` and `/metrics`.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod component;
 pub mod config;
 pub mod demo;

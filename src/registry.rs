@@ -13,6 +13,7 @@ pub fn builtin() -> Registry {
             ("alerts", crate::receivers::alerts::parse),
             ("freqtrade", crate::receivers::freqtrade::parse),
             ("logtail", crate::receivers::logtail::parse),
+            ("healthcheck", crate::receivers::healthcheck::parse),
         ],
         processors: vec![
             ("batch", crate::processors::batch::parse),
@@ -28,6 +29,7 @@ pub fn builtin() -> Registry {
             ("file", crate::exporters::file::parse),
             ("debug", crate::exporters::debug::parse),
             ("nop", crate::exporters::nop::parse),
+            ("prometheus", crate::exporters::prometheus::parse),
             ("slack", crate::exporters::slack::parse),
             ("telegram", crate::exporters::telegram::parse),
             ("webhook", crate::exporters::webhook::parse),

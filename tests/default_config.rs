@@ -166,20 +166,6 @@ fn version_help_and_json_logs() {
     );
 }
 
-/// `promtool`, which `scripts/test` installs from Debian's `prometheus` package.
-fn promtool() -> std::path::PathBuf {
-    let p = std::env::var_os("TRADEWATCH_PROMTOOL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "promtool".into());
-    let found = std::process::Command::new(&p)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(found, "promtool is missing: run scripts/test (it installs Debian's prometheus package) or set TRADEWATCH_PROMTOOL");
-    p
-}
-
 #[test]
 fn self_telemetry_passes_promtool_and_speaks_openmetrics_when_asked() {
     let (grpc, service) = (common::free_port(), common::free_port());
@@ -220,7 +206,7 @@ fn self_telemetry_passes_promtool_and_speaks_openmetrics_when_asked() {
     // promtool lints the Prometheus text format (what it gets without asking for OpenMetrics).
     {
         let (what, body) = ("text", &text);
-        let mut child = std::process::Command::new(promtool())
+        let mut child = std::process::Command::new(common::promtool())
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -485,7 +485,8 @@ async fn many_bots_each_with_their_own_tokens_and_faults() {
 
 /// Acceptance 6: the real `tradewatch demo` polls its simulated bot through the
 /// freqtrade receiver and ratio_to_percent; the profit moves between polls and the
-/// drawdown passes 20% (with a short ramp).
+/// drawdown passes 20% (with a short ramp), which the risk processor turns into a pause
+/// and an alert.
 #[test]
 fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
     use common::{eventually, http_get, metrics_in, read_jsonl};
@@ -532,7 +533,7 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
         Duration::from_secs(90),
         "the total profit changes between polls",
         || {
-            let v = values("freqtrade.profit.total");
+            let v = values("freqtrade.profit.all");
             v.windows(2).any(|w| w[0] != w[1])
         },
     );
@@ -543,6 +544,25 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
             values("freqtrade.drawdown.current.pct")
                 .iter()
                 .any(|d| *d > 20.0)
+        },
+    );
+    // The risk processor sees the breach: it pauses the simulated bot and its alert
+    // reaches the log channel and the file.
+    eventually(
+        Duration::from_secs(60),
+        "the breach alert in the log and the pause done",
+        || {
+            let text = logs();
+            text.contains("MaxDrawdownBreached") && text.contains("risk action done")
+        },
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the alert record in the --out file",
+        || {
+            common::logs_in(&read_jsonl(&out))
+                .iter()
+                .any(|(_, r)| r.to_string().contains("MaxDrawdownBreached"))
         },
     );
     let (code, body) = http_get(service, "/status").expect("GET /status");

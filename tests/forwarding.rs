@@ -232,7 +232,7 @@ fn trace_requests(tag: &str, salt: u8, requests: usize) -> Vec<ExportTraceServic
                                     Span {
                                         trace_id: id_bytes(salt, seq / 3, 16),
                                         span_id: id_bytes(salt, seq, 8),
-                                        parent_span_id: if seq % 3 == 0 {
+                                        parent_span_id: if seq.is_multiple_of(3) {
                                             id_bytes(salt, seq - 1, 8)
                                         } else {
                                             Vec::new()
@@ -245,7 +245,7 @@ fn trace_requests(tag: &str, salt: u8, requests: usize) -> Vec<ExportTraceServic
                                             kv("seq", Value::IntValue(seq as i64)),
                                             kv("symbol", s(symbol)),
                                             kv("price", Value::DoubleValue(seq as f64 * 1.25)),
-                                            kv("filled", Value::BoolValue(seq % 2 == 0)),
+                                            kv("filled", Value::BoolValue(seq.is_multiple_of(2))),
                                             kv(
                                                 "legs",
                                                 Value::ArrayValue(ArrayValue {
@@ -276,12 +276,12 @@ fn trace_requests(tag: &str, salt: u8, requests: usize) -> Vec<ExportTraceServic
                                             Vec::new()
                                         },
                                         status: Some(Status {
-                                            message: if seq % 5 == 0 {
+                                            message: if seq.is_multiple_of(5) {
                                                 "rejected by exchange".into()
                                             } else {
                                                 String::new()
                                             },
-                                            code: if seq % 5 == 0 {
+                                            code: if seq.is_multiple_of(5) {
                                                 StatusCode::Error as i32
                                             } else {
                                                 StatusCode::Ok as i32
@@ -406,7 +406,7 @@ fn log_requests(tag: &str, salt: u8, requests: usize) -> Vec<ExportLogsServiceRe
                         log_records: (0..3)
                             .map(|_| {
                                 seq += 1;
-                                let body = if seq % 3 == 0 {
+                                let body = if seq.is_multiple_of(3) {
                                     Value::KvlistValue(KeyValueList {
                                         values: vec![
                                             kv("event", s("order_rejected")),
@@ -422,9 +422,13 @@ fn log_requests(tag: &str, salt: u8, requests: usize) -> Vec<ExportLogsServiceRe
                                 LogRecord {
                                     time_unix_nano: 1_700_000_000_000_000_000 + seq,
                                     observed_time_unix_nano: 1_700_000_000_000_000_100 + seq,
-                                    severity_number: if seq % 3 == 0 { 17 } else { 9 },
-                                    severity_text: if seq % 3 == 0 { "ERROR" } else { "INFO" }
-                                        .into(),
+                                    severity_number: if seq.is_multiple_of(3) { 17 } else { 9 },
+                                    severity_text: if seq.is_multiple_of(3) {
+                                        "ERROR"
+                                    } else {
+                                        "INFO"
+                                    }
+                                    .into(),
                                     body: Some(AnyValue { value: Some(body) }),
                                     attributes: vec![
                                         kv("seq", Value::IntValue(seq as i64)),

@@ -85,8 +85,8 @@ fn differences(c: &Collector, name: &str, bot: &Bot) -> Vec<String> {
     for (metric, field) in [
         ("freqtrade.profit.realized.ratio", "profit_closed_ratio"),
         ("freqtrade.profit.realized", "profit_closed_coin"),
-        ("freqtrade.profit.total.ratio", "profit_all_ratio"),
-        ("freqtrade.profit.total", "profit_all_coin"),
+        ("freqtrade.profit.all.ratio", "profit_all_ratio"),
+        ("freqtrade.profit.all", "profit_all_coin"),
         ("freqtrade.drawdown.current.ratio", "current_drawdown"),
         ("freqtrade.drawdown.current", "current_drawdown_abs"),
         ("freqtrade.drawdown.max.ratio", "max_drawdown"),
@@ -112,7 +112,7 @@ fn differences(c: &Collector, name: &str, bot: &Bot) -> Vec<String> {
         f(&count, "total_stake"),
         true,
     );
-    check("freqtrade.balance.total".into(), f(&balance, "total"), true);
+    check("freqtrade.balance".into(), f(&balance, "total"), true);
     let stake = config["stake_currency"].as_str().unwrap();
     let free = balance["currencies"]
         .as_array()

@@ -504,6 +504,17 @@ fn a_non_critical_receiver_that_ends_early_makes_the_service_degraded() {
     );
     let s = Service::start(cfg, service);
 
+    // DEGRADED also shows while a component is still starting: wait for the receiver
+    // under test to have failed, then for the overall answer.
+    eventually(WAIT, "the dying receiver failed", || {
+        s.status().is_some_and(|(_, st)| {
+            st["components"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["kind"] == "receiver" && c["id"] == "dying" && c["state"] == "failed")
+        })
+    });
     eventually(WAIT, "/status says DEGRADED with 200", || {
         s.overall() == Some((200, "DEGRADED".into()))
     });

@@ -15,7 +15,13 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
         ))
         .expect("the simulated bot starts");
     let text = std::fs::read_to_string(common::repo_root().join("pipelines/agent.toml")).unwrap();
-    let (grpc, http, service, upstream) = (free_port(), free_port(), free_port(), free_port());
+    let (grpc, http, service, upstream, prom) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let env = [
         ("FT_URL", sim.url(0)),
         ("FT_USER", "freqtrader".to_owned()),
@@ -24,6 +30,7 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
         ("TRADEWATCH_OTLP_GRPC", format!("127.0.0.1:{grpc}")),
         ("TRADEWATCH_OTLP_HTTP", format!("127.0.0.1:{http}")),
         ("TRADEWATCH_SERVICE_HTTP", format!("127.0.0.1:{service}")),
+        ("TRADEWATCH_PROMETHEUS", format!("127.0.0.1:{prom}")),
         // Nobody listens upstream: the local copy must not depend on it.
         ("UPSTREAM_OTLP", format!("http://127.0.0.1:{upstream}")),
     ];
@@ -37,17 +44,30 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
         || {
             seen = std::fs::read_to_string(&out).unwrap_or_default();
             seen.contains("\"freqtrade.drawdown.current.pct\"")
-                && seen.contains("\"freqtrade.profit.total.pct\"")
+                && seen.contains("\"freqtrade.profit.all.pct\"")
         },
     );
     assert!(
-        !seen.contains("\"freqtrade.profit.total.ratio\""),
+        !seen.contains("\"freqtrade.profit.all.ratio\""),
         "every ratio is converted"
     );
     assert!(seen.contains("\"unit\":\"%\""), "percent units");
     assert!(
         seen.contains("\"deployment.environment\""),
         "the resource processor stamped it"
+    );
+    // The bot's metrics, in percent, on the agent's Prometheus endpoint; the risk state too.
+    let prom_addr = std::net::SocketAddr::from(([127, 0, 0, 1], prom));
+    common::eventually(
+        Duration::from_secs(30),
+        "freqtrade and risk metrics on /metrics",
+        || {
+            common::http_get(prom_addr, "/metrics").is_ok_and(|(code, body)| {
+                code == 200
+                    && body.contains("freqtrade_drawdown_current_pct{")
+                    && body.contains("tradewatch_risk_limit{")
+            })
+        },
     );
     assert!(!c.logs().contains("\"demo\""), "no password in the logs");
     rt.block_on(sim.shutdown());

@@ -17,7 +17,6 @@ use common::freqtrade::{venv, Bot, PASSWORD};
 use common::moto::Moto;
 use common::{eventually, free_port, Collector};
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const INTERVAL_SECS: u64 = 2;
@@ -48,16 +47,6 @@ impl SnsInbox<'_> {
         self.seen.extend(more);
         &self.seen
     }
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "kill -{sig} {pid}");
 }
 
 #[test]
@@ -397,7 +386,7 @@ exporters = ["slack"]
     // The bot stops answering: its polls time out; after 3 a monitoring_failure breach
     // fires and the pause is attempted (and fails: nobody answers).
     let pid = bot.pid();
-    signal(pid, "STOP");
+    common::signal_pid(pid, "STOP");
     let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         eventually(
             Duration::from_secs(60),
@@ -414,7 +403,7 @@ exporters = ["slack"]
         let m = mentioning(&slack, "MonitoringFailure");
         assert_eq!(severity_of(&m[0]), "critical", "{}", m[0]);
     }));
-    signal(pid, "CONT");
+    common::signal_pid(pid, "CONT");
     if let Err(e) = resumed {
         std::panic::resume_unwind(e);
     }

@@ -522,8 +522,22 @@ fn cases() -> Vec<Case> {
             name: "an alert rule without the metric it watches",
             config: cat(&[OTLP_IN, "[processors.risk]\n[[processors.risk.rules]]\nname = \"DrawdownHigh\"\ncritical = 8\n", FILE_OUT, SERVICE, RISK_METRICS]),
             at: "[[processors.risk.rules]]",
-            key: "processors.risk.rules.metric",
-            message: "missing field `metric`",
+            key: "processors.risk.rules[0].metric",
+            message: "rule \"DrawdownHigh\": a rule needs the metric it watches",
+        },
+        Case {
+            name: "an alert rule without a name",
+            config: cat(&[OTLP_IN, "[processors.risk]\n[[processors.risk.rules]]\nmetric = \"dd\"\ncritical = 8\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "[[processors.risk.rules]]",
+            key: "processors.risk.rules.name",
+            message: "missing field `name`",
+        },
+        Case {
+            name: "a composite rule combining a rule that does not exist",
+            config: cat(&[OTLP_IN, "[processors.risk]\n[[processors.risk.rules]]\nname = \"Dd\"\nmetric = \"dd\"\ncritical = 8\n[[processors.risk.rules]]\nname = \"Any\"\nkind = \"composite\"\nany_of = [\"Dd\", \"Ddd\"]\n", FILE_OUT, SERVICE, RISK_METRICS]),
+            at: "any_of",
+            key: "processors.risk.rules[1].any_of",
+            message: "\"Ddd\" is not the name of a non-composite rule",
         },
         Case {
             name: "an alert rule whose critical level is easier to reach than its warning",
@@ -539,8 +553,66 @@ fn cases() -> Vec<Case> {
             key: "processors.risk.control",
             message: "freqtrade",
         },
+        Case {
+            name: "a health check of an unknown type",
+            config: cat(&[OTLP_IN, HEALTH_IN, "[[receivers.\"healthcheck/deps\".checks]]\nname = \"api\"\ntype = \"htp\"\nurl = \"http://127.0.0.1:8000/health\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "type = \"htp\"",
+            key: "receivers.\"healthcheck/deps\".checks[0].type",
+            message: "unknown check type \"htp\": use one of http, tcp, redis, postgres, freqtrade, sns, sqs, s3, dynamodb, cloudwatch_logs",
+        },
+        Case {
+            name: "a health check with a bad URL (its password is not repeated)",
+            config: cat(&[OTLP_IN, HEALTH_IN, "[[receivers.\"healthcheck/deps\".checks]]\nname = \"redis\"\ntype = \"redis\"\nurl = \"redis//:hunter2@127.0.0.1:6379\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "url = \"redis//",
+            key: "receivers.\"healthcheck/deps\".checks[0].url",
+            message: "check \"redis\": bad URL \"***@127.0.0.1:6379\": relative URL without a base",
+        },
+        Case {
+            name: "a health check URL of another scheme than its type's",
+            config: cat(&[OTLP_IN, HEALTH_IN, "[[receivers.\"healthcheck/deps\".checks]]\nname = \"ok\"\ntype = \"http\"\nurl = \"http://127.0.0.1:8000/health\"\n[[receivers.\"healthcheck/deps\".checks]]\nname = \"db\"\ntype = \"postgres\"\nurl = \"mysql://app:pw@127.0.0.1:3306/db\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "url = \"mysql:",
+            key: "receivers.\"healthcheck/deps\".checks[1].url",
+            message: "the scheme must be postgres:// or postgresql://",
+        },
+        Case {
+            name: "a health check without the key its type needs",
+            config: cat(&[OTLP_IN, HEALTH_IN, "[[receivers.\"healthcheck/deps\".checks]]\nname = \"port\"\ntype = \"tcp\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "type = \"tcp\"",
+            key: "receivers.\"healthcheck/deps\".checks[0].address",
+            message: "a tcp check needs address (HOST:PORT)",
+        },
+        Case {
+            name: "a health check with a key of another type",
+            config: cat(&[OTLP_IN, HEALTH_IN, "[[receivers.\"healthcheck/deps\".checks]]\nname = \"port\"\ntype = \"tcp\"\naddress = \"127.0.0.1:6379\"\nbody_contains = \"ok\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "body_contains",
+            key: "receivers.\"healthcheck/deps\".checks[0].body_contains",
+            message: "a tcp check has no key \"body_contains\"",
+        },
+        Case {
+            name: "two health checks with one name",
+            config: cat(&[OTLP_IN, HEALTH_IN, "[[receivers.\"healthcheck/deps\".checks]]\nname = \"api\"\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[receivers.\"healthcheck/deps\".checks]]\nname = 'api'\ntype = \"tcp\"\naddress = \"127.0.0.1:2\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "name = 'api'",
+            key: "receivers.\"healthcheck/deps\".checks[1].name",
+            message: "two checks are named \"api\"",
+        },
+        Case {
+            name: "a health check alert threshold of 0",
+            config: cat(&[OTLP_IN, "[receivers.\"healthcheck/deps\"]\nalert_after = 0\n[[receivers.\"healthcheck/deps\".checks]]\nname = \"api\"\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\n", FILE_OUT, SERVICE, TRACES, HEALTH_METRICS]),
+            at: "alert_after = 0",
+            key: "receivers.\"healthcheck/deps\".alert_after",
+            message: "alert_after = 0 is outside 1..1000",
+        },
     ]
 }
+
+const HEALTH_IN: &str = r#"[receivers."healthcheck/deps"]
+interval = "30s"
+"#;
+
+const HEALTH_METRICS: &str = r#"[service.pipelines.metrics]
+receivers = ["healthcheck/deps"]
+exporters = ["file"]
+"#;
 
 struct Ports {
     grpc: u16,
@@ -1021,6 +1093,39 @@ fn a_warning_is_printed_and_the_config_still_accepted() {
     );
     ports.assert_free("unused exporter");
     assert_untouched(dir.path(), Some(&path), "unused exporter");
+}
+
+/// The commented healthcheck example in config.toml is valid once uncommented.
+#[test]
+fn the_commented_healthcheck_example_in_config_toml_is_valid() {
+    let shipped =
+        std::fs::read_to_string(common::repo_root().join("config.toml")).expect("config.toml");
+    let start = shipped
+        .find("# [receivers.\"healthcheck/deps\"]")
+        .expect("the healthcheck example in config.toml");
+    let end = start
+        + shipped[start..]
+            .find("\n\n")
+            .expect("the example ends with a blank line");
+    let uncommented: String = shipped[start..end]
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ")
+                .unwrap_or(if l == "#" { "" } else { l })
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(uncommented.contains("type = \"postgres\""), "{uncommented}");
+    let config = format!("{}\n{uncommented}\n{}", &shipped[..start], &shipped[end..]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = validate(dir.path(), &path);
+    assert!(
+        out.status.success(),
+        "validate refused the uncommented example:\n{}\n{config}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -25,18 +25,20 @@ pub struct DemoOptions {
     pub sim: sim::SimConfig,
 }
 
-/// The demo's pipeline: freqtrade receiver → ratio_to_percent → batch → debug (+ file).
-pub fn config_text(bot_url: &str, opts: &DemoOptions) -> String {
+/// The demo's pipelines: freqtrade receiver → risk → ratio_to_percent → batch → debug
+/// (+ file), and the risk processor's alerts → log (+ file). `data_dir` holds the risk
+/// state (one per demo run, so a run never starts inside the last run's breach).
+pub fn config_text(bot_url: &str, opts: &DemoOptions, data_dir: &std::path::Path) -> String {
     let file = opts.out.as_ref().map(|p| {
         format!(
             "[exporters.file]\npath = {}\n",
             toml_string(&p.display().to_string())
         )
     });
-    let exporters = if file.is_some() {
-        r#"["debug", "file"]"#
+    let (exporters, alert_exporters) = if file.is_some() {
+        (r#"["debug", "file"]"#, r#"["log", "file"]"#)
     } else {
-        r#"["debug"]"#
+        (r#"["debug"]"#, r#"["log"]"#)
     };
     format!(
         r#"# tradewatch demo: a simulated Freqtrade bot polled every {interval}.
@@ -48,6 +50,14 @@ interval = "{interval}"
 timeout = "5s"
 bot = "demo"
 
+[receivers.alerts]
+
+# The seeds' limits: a breach pauses the bot (once per breach run) and raises an alert.
+[processors.risk]
+max_drawdown_pct = 20
+action_on_breach = "pause"
+control = "freqtrade/demo"
+
 [processors.ratio_to_percent]
 metrics = ["freqtrade.*.ratio"]
 
@@ -56,6 +66,8 @@ timeout = "200ms"
 
 [exporters.debug]
 verbosity = "basic"
+
+[exporters.log]
 {file}
 [service]
 http = "{service}"
@@ -64,8 +76,12 @@ shutdown_timeout = "5s"
 
 [service.pipelines.metrics]
 receivers = ["freqtrade/demo"]
-processors = ["ratio_to_percent", "batch"]
+processors = ["risk", "ratio_to_percent", "batch"]
 exporters = {exporters}
+
+[service.pipelines."logs/alerts"]
+receivers = ["alerts"]
+exporters = {alert_exporters}
 "#,
         interval = humantime::format_duration(opts.interval),
         url = toml_string(bot_url),
@@ -73,12 +89,7 @@ exporters = {exporters}
         pass = toml_string(&opts.sim.password),
         file = file.unwrap_or_default(),
         service = opts.service,
-        data_dir = toml_string(
-            &std::env::temp_dir()
-                .join("tradewatch-demo")
-                .display()
-                .to_string()
-        ),
+        data_dir = toml_string(&data_dir.display().to_string()),
     )
 }
 
@@ -92,7 +103,8 @@ fn toml_string(s: &str) -> String {
 pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
     let (addr, sim) = sim::spawn(opts.sim.clone()).await?;
     let url = format!("http://{addr}");
-    let text = config_text(&url, &opts);
+    let data = tempfile_dir()?;
+    let text = config_text(&url, &opts, &data);
     let invalid = |e| anyhow::anyhow!("the demo configuration is invalid:\n{e}");
     let src =
         Source::from_text("<demo>".into(), &text, &|k| std::env::var(k).ok()).map_err(invalid)?;
@@ -100,8 +112,8 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<(
     eprintln!(
         "tradewatch demo\n\
          \x20 simulated Freqtrade bot: {url}/api/v1/ (user {user}; try {url}/api/v1/ping)\n\
-         \x20 pipeline: freqtrade receiver (every {interval}) -> ratio_to_percent -> batch -> debug{file}\n\
-         \x20 the bot's drawdown passes 20% after about {ramp}\n\
+         \x20 pipeline: freqtrade receiver (every {interval}) -> risk -> ratio_to_percent -> batch -> debug{file}\n\
+         \x20 the bot's drawdown passes 20% after about {ramp}: the risk processor pauses it and logs an alert\n\
          \x20 metrics: one line per batch below (debug exporter){out}\n\
          \x20 collector health and per-component status: http://{svc}/status\n\
          \x20 tradewatch's own metrics: http://{svc}/metrics\n\
@@ -150,5 +162,14 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<(
     stop.cancel();
     let _ = ticker.await;
     sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
     result.map_err(Into::into)
+}
+
+/// A fresh directory for one demo run's state.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tradewatch-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -9,6 +9,7 @@ pub mod file;
 pub mod log;
 pub mod nop;
 pub mod otlp;
+pub mod prometheus;
 pub mod slack;
 #[cfg(feature = "aws")]
 pub mod sns;

@@ -54,18 +54,7 @@ pub struct SlackConfig {
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
     let c: SlackConfig = component_config(src, Kind::Exporter, id)?;
-    let url = c.webhook_url.expose();
-    // The message never shows the value: it is a secret.
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.parse::<http::Uri>().is_err()
-    {
-        return Err(src.component_error(
-            Kind::Exporter,
-            id,
-            &["webhook_url"],
-            "webhook_url must be an http(s) URL (the value is not shown: it is a secret)".into(),
-        ));
-    }
+    alerting::check_secret_url(src, id, "webhook_url", &c.webhook_url)?;
     if let Err((keys, m)) = c.sending().validate() {
         return Err(src.component_error(Kind::Exporter, id, keys, m));
     }

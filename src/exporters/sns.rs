@@ -317,25 +317,16 @@ impl Inner {
     async fn client(&self) -> &aws_sdk_sns::Client {
         self.client
             .get_or_init(|| async {
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(aws_config::Region::new(self.config.region.clone()))
-                    .http_client(http)
+                let endpoint_url = &self.config.endpoint_url;
+                let sdk = crate::aws::sdk_config(crate::aws::SdkSettings {
+                    region: Some(&self.config.region),
+                    endpoint_url: (!endpoint_url.is_empty()).then_some(endpoint_url.as_str()),
                     // The sending queue retries, with its own backoff and deadline.
-                    .retry_config(aws_config::retry::RetryConfig::disabled())
-                    .timeout_config(
-                        aws_config::timeout::TimeoutConfig::builder()
-                            .operation_attempt_timeout(self.config.timeout.get())
-                            .build(),
-                    );
-                if !self.config.endpoint_url.is_empty() {
-                    loader = loader.endpoint_url(self.config.endpoint_url.clone());
-                }
-                aws_sdk_sns::Client::new(&loader.load().await)
+                    attempt_timeout: self.config.timeout.get(),
+                    connect_timeout: None,
+                })
+                .await;
+                aws_sdk_sns::Client::new(&sdk)
             })
             .await
     }

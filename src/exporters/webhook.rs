@@ -55,17 +55,7 @@ pub struct WebhookConfig {
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
     let c: WebhookConfig = component_config(src, Kind::Exporter, id)?;
-    let url = c.url.expose();
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.parse::<http::Uri>().is_err()
-    {
-        return Err(src.component_error(
-            Kind::Exporter,
-            id,
-            &["url"],
-            "url must be an http(s) URL (the value is not shown: it is a secret)".into(),
-        ));
-    }
+    alerting::check_secret_url(src, id, "url", &c.url)?;
     if header_map(&c.headers).is_err() {
         return Err(src.component_error(
             Kind::Exporter,

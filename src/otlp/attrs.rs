@@ -96,6 +96,34 @@ pub fn get_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     }
 }
 
+/// An attribute or body value as text: strings as they are, numbers as Rust prints them
+/// (`0.12`, `3`), anything structured as compact JSON-like text.
+pub fn value_text(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Some(any_value::Value::ArrayValue(a)) => {
+            let items: Vec<String> = a.values.iter().map(value_text).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            let items: Vec<String> = l
+                .values
+                .iter()
+                .map(|kv| {
+                    let v = kv.value.as_ref().map(value_text).unwrap_or_default();
+                    format!("{}={v}", kv.key)
+                })
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        _ => String::new(),
+    }
+}
+
 /// The numeric value of attribute `key` (an int or a double), as `f64`.
 pub fn get_f64(attrs: &[KeyValue], key: &str) -> Option<f64> {
     match get_attr(attrs, key)? {

@@ -5,11 +5,12 @@ pub mod build;
 pub mod edit;
 pub mod json;
 pub mod log_limit;
+pub mod metric_names;
 pub mod resource_wire;
 pub mod wire;
 
 pub use attrs::{
-    attr, get_attr, get_f64, get_str, insert_attr, remove_attr, set_attr, AttrValue,
+    attr, get_attr, get_f64, get_str, insert_attr, remove_attr, set_attr, value_text, AttrValue,
     IntoAttributes, Timestamp,
 };
 pub use build::{log_record, LogsBuilder, MetricsBuilder, Number, Temporality};

@@ -1559,7 +1559,11 @@ mod tests {
             trace_id: (0..16).map(|_| rng.byte()).collect(),
             span_id: (0..8).map(|_| rng.byte()).collect(),
             trace_state: "k=v".into(),
-            parent_span_id: if i % 2 == 0 { vec![] } else { vec![1; 8] },
+            parent_span_id: if i.is_multiple_of(2) {
+                vec![]
+            } else {
+                vec![1; 8]
+            },
             flags: 0x101,
             name: format!("order.submit.{i}"),
             kind: (i % 6) as i32,

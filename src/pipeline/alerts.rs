@@ -68,7 +68,7 @@ impl Alert {
     pub fn to_log_record(&self) -> LogRecord {
         let now = Timestamp::now();
         let fingerprint = if self.fingerprint.is_empty() {
-            fingerprint(&self.name, &self.attributes)
+            fingerprint_of(&self.name, &self.attributes)
         } else {
             self.fingerprint.clone()
         };
@@ -124,18 +124,25 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Stable across restarts: FNV-1a over the name and the string labels, sorted.
-fn fingerprint(name: &str, attrs: &[KeyValue]) -> String {
-    let mut labels: Vec<(&str, &str)> = attrs
-        .iter()
-        .filter_map(
+/// An alert's fingerprint from its name and its string attributes.
+fn fingerprint_of(name: &str, attrs: &[KeyValue]) -> String {
+    fingerprint(
+        name,
+        attrs.iter().filter_map(
             |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(any_value::Value::StringValue(s)) => Some((kv.key.as_str(), s.as_str())),
                 _ => None,
             },
-        )
-        .collect();
-    labels.sort();
+        ),
+    )
+}
+
+/// The one fingerprint of alerts, stable across restarts and versions: FNV-1a over the
+/// name and the identifying labels, sorted. Every component that raises alerts uses it,
+/// so a firing record and its resolved record always share it.
+pub fn fingerprint<'a>(name: &str, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut labels: Vec<(&str, &str)> = labels.into_iter().collect();
+    labels.sort_unstable();
     let mut h: u64 = 0xcbf29ce484222325;
     let mut eat = |s: &str| {
         for b in s.bytes().chain([0xff]) {

@@ -3,5 +3,6 @@
 
 pub mod alerts;
 pub mod freqtrade;
+pub mod healthcheck;
 pub mod logtail;
 pub mod otlp;

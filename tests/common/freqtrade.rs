@@ -85,7 +85,7 @@ impl Bot {
     }
 
     /// The bot process's PID (from DATA/freqtrade.pid).
-    pub fn pid(&self) -> i32 {
+    pub fn pid(&self) -> u32 {
         std::fs::read_to_string(self.data.join("freqtrade.pid"))
             .expect("DATA/freqtrade.pid")
             .trim()

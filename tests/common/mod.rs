@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod moto;
+pub mod stores;
 
 /// A loopback port nobody listens on now, and one this test process has never handed
 /// out before. The OS picks it (bind to port 0, then release it); remembering what was
@@ -218,13 +219,32 @@ impl Drop for Collector {
 }
 
 pub fn signal(child: &Child, sig: &str) {
+    signal_pid(child.id(), sig);
+}
+
+/// `kill -SIG PID` (a peer started by a script, known by its PID file).
+pub fn signal_pid(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
+        .arg(pid.to_string())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "kill -{sig} {} failed", child.id());
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// `promtool`, which `scripts/test` installs from Debian's `prometheus` package.
+pub fn promtool() -> PathBuf {
+    let p = std::env::var_os("TRADEWATCH_PROMTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "promtool".into());
+    let found = Command::new(&p)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "promtool is missing: run scripts/test (it installs Debian's prometheus package) or set TRADEWATCH_PROMTOOL");
+    p
 }
 
 pub fn metric_value(text: &str, sample: &str) -> Option<f64> {

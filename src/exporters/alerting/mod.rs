@@ -15,7 +15,7 @@ use crate::pipeline::alerts::{AlertState, Severity};
 use crate::pipeline::data::Decoded;
 use crate::pipeline::sending::{OnFull, QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde::Deserialize;
 use std::time::Duration;
@@ -106,7 +106,7 @@ impl AlertView {
             r.observed_time_unix_nano
         };
         if fingerprint.is_empty() {
-            fingerprint = format!("{:016x}", fnv(&name));
+            fingerprint = crate::pipeline::alerts::fingerprint(&name, []);
         }
         Some(AlertView {
             name,
@@ -166,41 +166,26 @@ fn severity_of_number(n: i32) -> Severity {
     }
 }
 
-/// An attribute or body value as text: strings as they are, numbers as Rust prints them
-/// (`0.12`, `3`), anything structured as compact JSON-like text.
-pub fn value_text(v: &AnyValue) -> String {
-    match &v.value {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Some(any_value::Value::ArrayValue(a)) => {
-            let items: Vec<String> = a.values.iter().map(value_text).collect();
-            format!("[{}]", items.join(", "))
-        }
-        Some(any_value::Value::KvlistValue(l)) => {
-            let items: Vec<String> = l
-                .values
-                .iter()
-                .map(|kv| {
-                    let v = kv.value.as_ref().map(value_text).unwrap_or_default();
-                    format!("{}={v}", kv.key)
-                })
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        _ => String::new(),
-    }
-}
+pub use crate::otlp::value_text;
 
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in s.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
+/// Refuses a secret URL (a webhook with its token in the path) that is not http(s),
+/// naming the key but never showing the value.
+pub fn check_secret_url(
+    src: &crate::config::Source,
+    id: &crate::component::ComponentId,
+    key: &str,
+    url: &crate::config::Secret,
+) -> Result<(), crate::config::ConfigError> {
+    let u = url.expose();
+    if (u.starts_with("https://") || u.starts_with("http://")) && u.parse::<http::Uri>().is_ok() {
+        return Ok(());
     }
-    h
+    Err(src.component_error(
+        crate::component::Kind::Exporter,
+        id,
+        &[key],
+        format!("{key} must be an http(s) URL (the value is not shown: it is a secret)"),
+    ))
 }
 
 /// `min_severity` as written in a channel's table.
@@ -639,6 +624,7 @@ mod tests {
     use super::*;
     use crate::otlp::attr;
     use crate::pipeline::alerts::{alerts_request, Alert};
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 
     fn alert(state: AlertState, severity: Severity) -> Alert {
         Alert {

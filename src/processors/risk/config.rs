@@ -88,6 +88,24 @@ pub struct Inputs {
     pub daily_pnl_pct: String,
 }
 
+impl Inputs {
+    /// Whether `name` is one of the inputs (an empty input name is off).
+    pub fn reads(&self, name: &str) -> bool {
+        !name.is_empty()
+            && [
+                &self.drawdown,
+                &self.open_trades,
+                &self.leverage,
+                &self.consecutive_failures,
+                &self.profit,
+                &self.balance,
+                &self.daily_pnl_pct,
+            ]
+            .iter()
+            .any(|n| n.as_str() == name)
+    }
+}
+
 impl Default for Inputs {
     fn default() -> Self {
         Inputs {
@@ -97,8 +115,8 @@ impl Default for Inputs {
             open_trades: "freqtrade.trades.open".into(),
             leverage: "freqtrade.trade.leverage".into(),
             consecutive_failures: "freqtrade.poll.consecutive_failures".into(),
-            profit: "freqtrade.profit.total".into(),
-            balance: "freqtrade.balance.total".into(),
+            profit: "freqtrade.profit.all".into(),
+            balance: "freqtrade.balance".into(),
             daily_pnl_pct: String::new(),
         }
     }
@@ -312,9 +330,11 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Settings, ConfigError> {
         bots.insert(bot.clone(), read(l, &defaults, &prefix)?);
     }
     let mut rules = Vec::new();
+    let mut rule_spans = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, r) in raw.rules.into_iter().enumerate() {
         let span = r.span();
+        rule_spans.push(span.clone());
         let rule = r.into_inner();
         let name = rule.name.clone();
         let rule = rule.check().map_err(|(key, message)| {
@@ -337,6 +357,25 @@ pub fn parse(src: &Source, id: &ComponentId) -> Result<Settings, ConfigError> {
             ));
         }
         rules.push(rule);
+    }
+    // A composite rule combines rules that exist and are not composites themselves.
+    for (i, r) in rules.iter().enumerate() {
+        for name in &r.any_of {
+            let ok = rules
+                .iter()
+                .any(|m| &m.name == name && m.kind != super::rules::RuleKind::Composite);
+            if !ok {
+                return Err(src.error_in_span(
+                    rule_spans[i].clone(),
+                    "\nany_of",
+                    format!("{table}.rules[{i}].any_of"),
+                    format!(
+                        "rule {:?}: {name:?} is not the name of a non-composite rule in this processor",
+                        r.name
+                    ),
+                ));
+            }
+        }
     }
     let positive = |d: Option<HumanDuration>, key: &str, default: u64| {
         let d = d.map(|d| d.get()).unwrap_or(Duration::from_millis(default));

@@ -1,17 +1,17 @@
 //! The risk engine: one per processor id, shared by its instances in every pipeline.
 
 use super::config::{Action, DrawdownUnit, Limits, Settings};
-use super::rules::{fingerprint, Level, Nanos, RuleSet, Sample, SavedSeries, Transition};
+use super::rules::{Level, Nanos, RuleSet, Sample, SavedSeries, Transition};
 use super::saver::{Saver, FILE};
 use crate::component::{BuildContext, BuildError};
-use crate::otlp::{attr, for_each_metric_point, MetricsBuilder, Timestamp};
-use crate::pipeline::alerts::{Alert, AlertSink, AlertState, Severity};
+use crate::otlp::{attr, for_each_metric_point, get_str, value_text, MetricsBuilder, Timestamp};
+use crate::pipeline::alerts::{fingerprint, Alert, AlertSink, AlertState, Severity};
 use crate::pipeline::controls::Controls;
 use crate::receivers::freqtrade::BotControlHandle;
 use crate::service::health::ComponentHealth;
 use crate::state::StateDir;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,17 @@ impl Limit {
                 value >= threshold
             }
             Limit::MaxOpenTrades | Limit::MaxLeverage => value > threshold,
+        }
+    }
+
+    /// What was measured, in a sentence.
+    fn words(self) -> &'static str {
+        match self {
+            Limit::MaxDrawdown => "drawdown",
+            Limit::MaxOpenTrades => "open trades",
+            Limit::MaxLeverage => "leverage",
+            Limit::MaxDailyLoss => "daily loss",
+            Limit::MonitoringFailure => "failed polls in a row",
         }
     }
 
@@ -207,29 +218,20 @@ pub fn now_nanos() -> Nanos {
         .unwrap_or(0)
 }
 
-fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
-    match v.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        any_value::Value::DoubleValue(d) => Some(d.to_string()),
-        any_value::Value::BoolValue(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
+/// Attributes as text, for matching and labelling.
 fn texts(kvs: &[KeyValue]) -> Vec<(String, String)> {
     kvs.iter()
-        .filter_map(|kv| text(&kv.value).map(|v| (kv.key.clone(), v)))
+        .map(|kv| {
+            let v = kv.value.as_ref().map(value_text).unwrap_or_default();
+            (kv.key.clone(), v)
+        })
         .collect()
 }
 
-fn str_attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    kvs.iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
+/// Two decimals at most: limits are percents, counts and leverages.
+fn fmt_short(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn fmt_num(v: f64) -> String {
@@ -340,9 +342,9 @@ impl Engine {
         self.saver.clone()
     }
 
-    pub fn needs_ticks(&self) -> bool {
-        // Pending actions are retried on ticks too.
-        true
+    /// Whether the engine reads metric `name` (a limit's input or a rule's metric).
+    pub fn reads(&self, name: &str) -> bool {
+        self.settings.inputs.reads(name) || self.rules.watches(name)
     }
 
     pub fn undecodable(&self, e: prost::DecodeError) {
@@ -368,14 +370,7 @@ impl Engine {
         for_each_metric_point(req, |m, p| {
             let name = m.metric.name.as_str();
             let watched = e.rules.watches(name);
-            let input = !name.is_empty()
-                && (name == inputs.drawdown
-                    || name == inputs.open_trades
-                    || name == inputs.leverage
-                    || name == inputs.consecutive_failures
-                    || name == inputs.profit
-                    || name == inputs.balance
-                    || name == inputs.daily_pnl_pct);
+            let input = inputs.reads(name);
             if !watched && !input {
                 return;
             }
@@ -385,14 +380,14 @@ impl Engine {
             }
             let attrs = p.attributes();
             if input {
-                let bot = str_attr(attrs, &inputs.bot_attribute).or_else(|| {
+                let bot = get_str(attrs, &inputs.bot_attribute).or_else(|| {
                     m.resource
-                        .and_then(|r| str_attr(&r.attributes, &inputs.bot_attribute))
+                        .and_then(|r| get_str(&r.attributes, &inputs.bot_attribute))
                 });
                 if let Some(bot) = bot {
                     let o = observed.entry(bot.to_owned()).or_default();
                     if o.strategy.is_none() {
-                        o.strategy = str_attr(attrs, "strategy").map(str::to_owned);
+                        o.strategy = get_str(attrs, "strategy").map(str::to_owned);
                     }
                     let pct = |v: f64| match inputs.drawdown_unit {
                         DrawdownUnit::Percent => v,
@@ -607,8 +602,8 @@ impl Engine {
             };
             let summary = format!(
                 "{bot}: {} {}{} {} limit {}{} — {}",
-                limit.label().replace('_', " "),
-                fmt_num(value),
+                limit.words(),
+                fmt_short(value),
                 limit.unit(),
                 limit.op(),
                 fmt_num(threshold),
@@ -634,7 +629,7 @@ impl Engine {
                 state: AlertState::Firing,
                 severity: Severity::Critical,
                 summary,
-                fingerprint: fingerprint(limit.alert_name(), &[("bot".into(), bot.into())]),
+                fingerprint: fingerprint(limit.alert_name(), [("bot", bot)]),
                 attributes,
                 trace_id: None,
                 source: self.id.clone(),
@@ -662,8 +657,8 @@ impl Engine {
                 severity: Severity::Info,
                 summary: format!(
                     "{bot}: {} back to {}{} (limit {}{}){}",
-                    limit.label().replace('_', " "),
-                    fmt_num(value),
+                    limit.words(),
+                    fmt_short(value),
                     limit.unit(),
                     fmt_num(breach.threshold),
                     limit.unit(),
@@ -673,7 +668,7 @@ impl Engine {
                         ""
                     }
                 ),
-                fingerprint: fingerprint(limit.alert_name(), &[("bot".into(), bot.into())]),
+                fingerprint: fingerprint(limit.alert_name(), [("bot", bot)]),
                 attributes,
                 trace_id: None,
                 source: self.id.clone(),
@@ -876,7 +871,7 @@ impl Engine {
                             action.as_str(),
                             humantime::format_duration(self.settings.action_retry_interval)
                         ),
-                        fingerprint: fingerprint("RiskActionFailed", &[("bot".into(), bot.into())]),
+                        fingerprint: fingerprint("RiskActionFailed", [("bot", bot)]),
                         attributes,
                         trace_id: None,
                         source: self.id.clone(),
@@ -900,7 +895,7 @@ impl Engine {
             state: AlertState::Resolved,
             severity: Severity::Info,
             summary: format!("{bot}: {why}"),
-            fingerprint: fingerprint("RiskActionFailed", &[("bot".into(), bot.into())]),
+            fingerprint: fingerprint("RiskActionFailed", [("bot", bot)]),
             attributes,
             trace_id: None,
             source: self.id.clone(),
@@ -929,7 +924,7 @@ impl Engine {
         let t = Timestamp::now();
         b.gauge(
             "tradewatch.risk.limit",
-            "1",
+            "",
             "The configured limit (percent for drawdown and daily loss)",
         );
         for limit in Limit::ORDER {
@@ -939,7 +934,7 @@ impl Engine {
         }
         b.gauge(
             "tradewatch.risk.value",
-            "1",
+            "",
             "The latest measured value each limit is compared with",
         );
         for (limit, v) in &state.values {
@@ -947,7 +942,7 @@ impl Engine {
         }
         b.gauge(
             "tradewatch.risk.breached",
-            "1",
+            "",
             "1 while the limit is breached",
         );
         for limit in Limit::ORDER {
@@ -958,7 +953,7 @@ impl Engine {
         }
         b.gauge(
             "tradewatch.risk.breach_run",
-            "1",
+            "",
             "1 while the bot is in a breach run",
         )
         .point(i64::from(state.run.is_some()), [attr("bot", bot)], t);
@@ -967,7 +962,7 @@ impl Engine {
         });
         b.gauge(
             "tradewatch.risk.action_pending",
-            "1",
+            "",
             "1 while the breach run's action has not succeeded yet",
         )
         .point(i64::from(pending), [attr("bot", bot)], t);
@@ -977,7 +972,7 @@ impl Engine {
         let t = Timestamp::now();
         b.gauge(
             "tradewatch.alert.level",
-            "1",
+            "",
             "State of an alert rule's series: 0 ok, 1 warning, 2 critical",
         );
         let mut done = std::collections::HashSet::new();
@@ -1053,6 +1048,17 @@ fn default_summary(rule: &super::rules::Rule, t: &Transition) -> String {
     } else {
         format!(" [{}]", who.join(", "))
     };
+    if rule.kind == super::rules::RuleKind::Composite {
+        return if t.to == Level::Ok {
+            format!(
+                "{}: none of {} is firing any more",
+                rule.name,
+                rule.any_of.join(", ")
+            )
+        } else {
+            format!("{}: one of {} is firing", rule.name, rule.any_of.join(", "))
+        };
+    }
     match (t.to, t.value, t.threshold) {
         (Level::Ok, Some(v), _) => format!(
             "{}{who}: back to normal ({} = {})",

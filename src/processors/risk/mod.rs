@@ -55,6 +55,7 @@ pub use engine::Limit;
 use crate::component::{BuildContext, BuildError, ComponentId, Kind, Reference, Signal};
 use crate::component::{Processor, ProcessorConfig};
 use crate::config::{ConfigError, Source};
+use crate::otlp::metric_names::any_metric_name;
 use crate::pipeline::data::Decoded;
 use crate::pipeline::{Batch, Payload};
 use engine::Engine;
@@ -114,13 +115,10 @@ impl ProcessorConfig for RiskConfig {
             Some(e) => e.lock().unwrap_or_else(|e| e.into_inner()).detail(),
             None => String::new(),
         });
-        let ticks = {
-            let e = engine.lock().unwrap_or_else(|e| e.into_inner());
-            e.needs_ticks()
-        };
+        // Ticks drive rule timers (`for`, absent series) and retries of failed actions.
         Ok(Box::new(Risk {
             tick: self.settings.evaluation_interval,
-            next_tick: ticks.then(|| Instant::now() + self.settings.evaluation_interval),
+            next_tick: Instant::now() + self.settings.evaluation_interval,
             engine,
         }))
     }
@@ -129,7 +127,7 @@ impl ProcessorConfig for RiskConfig {
 struct Risk {
     engine: Arc<Mutex<Engine>>,
     tick: std::time::Duration,
-    next_tick: Option<Instant>,
+    next_tick: Instant,
 }
 
 impl Risk {
@@ -140,7 +138,16 @@ impl Risk {
 
 impl Processor for Risk {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
-        if batch.payload.signal() == Signal::Metrics {
+        // A relayed request that holds no metric the engine reads passes as its bytes,
+        // undecoded.
+        let relevant = match &batch.payload {
+            Payload::Encoded { bytes, .. } => {
+                let e = self.engine();
+                any_metric_name(bytes, |n| e.reads(n))
+            }
+            _ => true,
+        };
+        if relevant && batch.payload.signal() == Signal::Metrics {
             // Read where the data lies (a relayed request stays as its bytes); decode in
             // place only to append the risk state.
             let extra = match batch.payload.decoded() {
@@ -161,7 +168,7 @@ impl Processor for Risk {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.next_tick
+        Some(self.next_tick)
     }
 
     fn flush(&mut self, force: bool, _out: &mut Vec<Batch>) {
@@ -171,11 +178,9 @@ impl Processor for Risk {
             saver.wait_idle(std::time::Duration::from_secs(5));
             return;
         }
-        if let Some(t) = self.next_tick {
-            if Instant::now() >= t {
-                Engine::tick(&self.engine);
-                self.next_tick = Some(Instant::now() + self.tick);
-            }
+        if Instant::now() >= self.next_tick {
+            Engine::tick(&self.engine);
+            self.next_tick = Instant::now() + self.tick;
         }
     }
 }

@@ -29,7 +29,7 @@
 
 use crate::config::HumanDuration;
 use crate::otlp::MetricKind;
-use crate::pipeline::alerts::Severity;
+use crate::pipeline::alerts::{fingerprint, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -86,6 +86,8 @@ pub enum RuleKind {
     Threshold,
     Increase,
     Absent,
+    /// Fires while any rule in `any_of` has a series above ok (a composite alarm).
+    Composite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -170,8 +172,10 @@ pub struct Rule {
     pub stale_after: Duration,
     pub summary: Option<String>,
     pub labels: BTreeMap<String, String>,
-    /// For `absent` rules: the severity of a missing series.
+    /// For `absent` and `composite` rules: the severity they fire with.
     pub severity: Level,
+    /// For `composite` rules: the rules it watches, by name.
+    pub any_of: Vec<String>,
 }
 
 /// `[[processors.risk.rules]]` as written.
@@ -179,6 +183,7 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
+    #[serde(default)]
     pub metric: String,
     #[serde(default, rename = "match")]
     pub matchers: BTreeMap<String, String>,
@@ -201,6 +206,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub severity: Option<String>,
+    #[serde(default)]
+    pub any_of: Vec<String>,
 }
 
 impl RuleConfig {
@@ -209,8 +216,30 @@ impl RuleConfig {
         if self.name.trim().is_empty() {
             return Err(("name", "a rule needs a non-empty name".into()));
         }
-        if self.metric.trim().is_empty() {
-            return Err(("metric", "a rule needs the metric it watches".into()));
+        if self.kind == RuleKind::Composite {
+            if self.any_of.is_empty() {
+                return Err((
+                    "any_of",
+                    "a composite rule needs `any_of`: the names of the rules it combines".into(),
+                ));
+            }
+            if !self.metric.is_empty() || self.warning.is_some() || self.critical.is_some() {
+                return Err((
+                    "kind",
+                    "a composite rule watches other rules (`any_of`), not a metric or thresholds"
+                        .into(),
+                ));
+            }
+        } else {
+            if self.metric.trim().is_empty() {
+                return Err(("metric", "a rule needs the metric it watches".into()));
+            }
+            if !self.any_of.is_empty() {
+                return Err((
+                    "any_of",
+                    "`any_of` is for kind = \"composite\" rules".into(),
+                ));
+            }
         }
         for (k, v) in [("warning", self.warning), ("critical", self.critical)] {
             if v.is_some_and(|v| !v.is_finite()) {
@@ -245,6 +274,7 @@ impl RuleConfig {
                     }
                 }
             }
+            RuleKind::Composite => {}
             RuleKind::Absent => {
                 if self.warning.is_some() || self.critical.is_some() {
                     return Err((
@@ -291,10 +321,10 @@ impl RuleConfig {
                 ))
             }
         };
-        if self.severity.is_some() && self.kind != RuleKind::Absent {
+        if self.severity.is_some() && !matches!(self.kind, RuleKind::Absent | RuleKind::Composite) {
             return Err((
                 "severity",
-                "`severity` is for absent rules; threshold rules take `warning` and `critical`"
+                "`severity` is for absent and composite rules; threshold rules take `warning` and `critical`"
                     .into(),
             ));
         }
@@ -327,6 +357,7 @@ impl RuleConfig {
             summary: self.summary,
             labels: self.labels,
             severity,
+            any_of: self.any_of,
         })
     }
 }
@@ -396,8 +427,6 @@ struct Series {
     samples: VecDeque<(Nanos, f64)>,
     /// Increase rules with `per`: the denominator's samples.
     per_samples: VecDeque<(Nanos, f64)>,
-    /// Increase rules: delta points' values within the window.
-    deltas: bool,
 }
 
 /// Every rule and the state of every series.
@@ -405,6 +434,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Metric name → rules watching it (as `metric` or as `per`), for a cheap lookup.
     by_metric: HashMap<String, Vec<(usize, bool)>>,
+    /// Composite rules and the indices of the rules they combine.
+    composites: Vec<(usize, Vec<usize>)>,
     series: Vec<HashMap<String, Series>>,
     /// Whether a series changed in a way worth saving.
     dirty: bool,
@@ -413,7 +444,21 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
         let mut by_metric: HashMap<String, Vec<(usize, bool)>> = HashMap::new();
+        let mut composites = Vec::new();
         for (i, r) in rules.iter().enumerate() {
+            if r.kind == RuleKind::Composite {
+                let members = r
+                    .any_of
+                    .iter()
+                    .filter_map(|n| {
+                        rules
+                            .iter()
+                            .position(|m| &m.name == n && m.kind != RuleKind::Composite)
+                    })
+                    .collect();
+                composites.push((i, members));
+                continue;
+            }
             by_metric
                 .entry(r.metric.clone())
                 .or_default()
@@ -426,6 +471,7 @@ impl RuleSet {
         RuleSet {
             rules,
             by_metric,
+            composites,
             series,
             dirty: false,
         }
@@ -435,31 +481,9 @@ impl RuleSet {
         &self.rules
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Whether any rule watches `metric` (so a caller can skip points cheaply).
     pub fn watches(&self, metric: &str) -> bool {
         self.by_metric.contains_key(metric)
-    }
-
-    /// The rules whose `metric` is `metric` (not those that use it as `per`).
-    pub fn rules_on(&self, metric: &str) -> impl Iterator<Item = usize> + '_ {
-        self.by_metric
-            .get(metric)
-            .into_iter()
-            .flatten()
-            .filter(|(_, per)| !per)
-            .map(|(i, _)| *i)
-    }
-
-    /// Whether some rule needs the clock to advance without data (`absent` rules,
-    /// missing data handling, `for` timers).
-    pub fn needs_ticks(&self) -> bool {
-        self.rules.iter().any(|r| {
-            r.kind == RuleKind::Absent || r.missing_data != MissingData::Keep || !r.for_.is_zero()
-        })
     }
 
     pub fn take_dirty(&mut self) -> bool {
@@ -521,14 +545,13 @@ impl RuleSet {
             series.last_seen = now;
             let value = match rule.kind {
                 RuleKind::Threshold => Some(s.value),
-                RuleKind::Absent => None,
+                RuleKind::Absent | RuleKind::Composite => None,
                 RuleKind::Increase => {
                     let delta = matches!(
                         s.kind,
                         MetricKind::Sum { temporality: 1, .. }
                             | MetricKind::Histogram { temporality: 1 }
                     );
-                    series.deltas = delta;
                     let first = series.samples.is_empty();
                     // A counter seen for the first time that started within the window
                     // counted from 0 inside it: that much is its increase.
@@ -554,7 +577,7 @@ impl RuleSet {
             };
             series.last_value = value.or(series.last_value);
             let cond = match (rule.kind, value) {
-                (RuleKind::Absent, _) => Level::Ok,
+                (RuleKind::Absent | RuleKind::Composite, _) => Level::Ok,
                 (_, None) => continue,
                 (_, Some(v)) => condition(rule, v),
             };
@@ -562,6 +585,31 @@ impl RuleSet {
         }
         if out.len() > before {
             self.dirty = true;
+            self.composite(now, out);
+        }
+    }
+
+    /// Re-evaluates the composite rules after their members changed.
+    fn composite(&mut self, now: Nanos, out: &mut Vec<Transition>) {
+        for (i, members) in &self.composites {
+            let firing = members
+                .iter()
+                .any(|m| self.series[*m].values().any(|s| s.level != Level::Ok));
+            let rule = &self.rules[*i];
+            let target = if firing { rule.severity } else { Level::Ok };
+            let series = self.series[*i]
+                .entry(String::new())
+                .or_insert_with(|| Series {
+                    since: now,
+                    last_seen: now,
+                    ..Default::default()
+                });
+            if series.level != target {
+                let from = series.level;
+                series.level = target;
+                series.since = now;
+                out.push(transition(*i, rule, series, from, target, None, now));
+            }
         }
     }
 
@@ -577,6 +625,9 @@ impl RuleSet {
     pub fn tick(&mut self, now: Nanos, out: &mut Vec<Transition>) {
         let before = out.len();
         for (i, rule) in self.rules.iter().enumerate() {
+            if rule.kind == RuleKind::Composite {
+                continue;
+            }
             for series in self.series[i].values_mut() {
                 let silent = now.saturating_sub(series.last_seen);
                 match rule.kind {
@@ -621,6 +672,7 @@ impl RuleSet {
         }
         if out.len() > before {
             self.dirty = true;
+            self.composite(now, out);
         }
     }
 
@@ -739,7 +791,10 @@ fn transition(
         to,
         value,
         threshold,
-        fingerprint: fingerprint(&rule.name, &series.labels),
+        fingerprint: fingerprint(
+            &rule.name,
+            series.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
         at: now,
     }
 }
@@ -777,23 +832,6 @@ fn series_key(labels: &[(String, String)]) -> String {
         push_key(&mut k, a, b);
     }
     k
-}
-
-/// Stable across restarts and versions: FNV-1a over the rule name and the sorted labels.
-pub fn fingerprint(name: &str, labels: &[(String, String)]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut eat = |s: &str| {
-        for b in s.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    };
-    eat(name);
-    for (k, v) in labels {
-        eat(k);
-        eat(v);
-    }
-    format!("{h:016x}")
 }
 
 fn push_window(q: &mut VecDeque<(Nanos, f64)>, now: Nanos, v: f64, window: Duration) {
@@ -1047,6 +1085,33 @@ critical = 8"#,
         assert!(feed(&mut again, "dd", "a", 9.5, 5 * S).is_empty());
         let t = feed(&mut again, "dd", "a", 1.0, 6 * S);
         assert_eq!(levels(&t), [(Level::Critical, Level::Ok)]);
+    }
+
+    #[test]
+    fn a_composite_fires_while_any_member_does() {
+        let mut set = RuleSet::new(vec![
+            rule("name = \"a\"\nmetric = \"a\"\ncritical = 1"),
+            rule("name = \"b\"\nmetric = \"b\"\nwarning = 1"),
+            rule("name = \"any\"\nkind = \"composite\"\nany_of = [\"a\", \"b\"]"),
+        ]);
+        let composite = |t: &[Transition]| -> Vec<(Level, Level)> {
+            t.iter()
+                .filter(|t| t.rule == 2)
+                .map(|t| (t.from, t.to))
+                .collect()
+        };
+        assert!(composite(&feed(&mut set, "a", "x", 0.0, 0)).is_empty());
+        assert_eq!(
+            composite(&feed(&mut set, "b", "x", 2.0, S)),
+            [(Level::Ok, Level::Critical)]
+        );
+        // A second member firing changes nothing; the composite resolves with the last.
+        assert!(composite(&feed(&mut set, "a", "x", 2.0, 2 * S)).is_empty());
+        assert!(composite(&feed(&mut set, "b", "x", 0.0, 3 * S)).is_empty());
+        assert_eq!(
+            composite(&feed(&mut set, "a", "x", 0.0, 4 * S)),
+            [(Level::Critical, Level::Ok)]
+        );
     }
 
     #[test]

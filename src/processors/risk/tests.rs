@@ -529,3 +529,40 @@ async fn a_damaged_state_file_is_set_aside_and_monitoring_goes_on() {
     assert_eq!(h.alerts().await.len(), 1, "a breach is still caught");
     assert!(state.path().join("state.json.corrupt").exists());
 }
+
+#[tokio::test]
+async fn relayed_requests_are_decoded_only_when_they_hold_a_metric_the_engine_reads() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(BASE, dir.path(), Arc::default());
+    let encoded = |req: ExportMetricsServiceRequest| {
+        Batch::new(Payload::from_encoded(Signal::Metrics, req.encode_to_vec().into()).unwrap())
+    };
+    // Nothing the engine reads: the bytes go on as they came.
+    let mut other = MetricsBuilder::new();
+    other.resource([attr("service.name", "app")]);
+    other
+        .gauge("http.requests", "", "")
+        .point(1, [attr("bot", "main")], Timestamp::now());
+    let mut out = Vec::new();
+    h.processor.process(encoded(other.build()), &mut out);
+    assert!(matches!(out[0].payload, Payload::Encoded { .. }));
+    // A poll relayed from another tradewatch: evaluated like a local one.
+    let Payload::Metrics(req) = poll("main", 0.5, 1, &[], 0).payload else {
+        unreachable!()
+    };
+    let mut out = Vec::new();
+    h.processor.process(encoded(req), &mut out);
+    assert!(
+        matches!(out[0].payload, Payload::Metrics(_)),
+        "state metrics appended"
+    );
+    assert_eq!(
+        names(&h.alerts().await),
+        [(
+            "MaxDrawdownBreached".into(),
+            AlertState::Firing,
+            Severity::Critical
+        )]
+    );
+}

@@ -65,7 +65,7 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
         .scope("tradewatch.freqtrade", env!("CARGO_PKG_VERSION"));
     b.gauge(
         "freqtrade.up",
-        "1",
+        "",
         "1 when the last poll of the bot's API succeeded, else 0",
     )
     .point(i64::from(snap.is_some()), base.clone(), t);
@@ -103,7 +103,7 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
     }
     g.b.gauge(
         "freqtrade.bot.state",
-        "1",
+        "",
         "1 for the bot's current state (running, paused, stopped), 0 for the others",
     );
     for s in states {
@@ -130,13 +130,13 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
         p.profit_closed_coin,
     );
     g.one(
-        "freqtrade.profit.total.ratio",
+        "freqtrade.profit.all.ratio",
         "1",
         "Profit of all trades (open ones at the current rate) relative to the starting capital",
         p.profit_all_ratio,
     );
     g.one(
-        "freqtrade.profit.total",
+        "freqtrade.profit.all",
         money,
         "Profit of all trades, open ones at the current rate",
         p.profit_all_coin,
@@ -173,7 +173,7 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
     );
     g.one(
         "freqtrade.profit_factor",
-        "1",
+        "",
         "Gross profit / gross loss of closed trades (no point without a losing trade)",
         p.profit_factor,
     );
@@ -237,7 +237,7 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
         sum_known(snap.trades.iter().map(|t| t.profit_abs)),
     );
     g.one(
-        "freqtrade.balance.total",
+        "freqtrade.balance",
         money,
         "Total balance in the stake currency",
         snap.balance.total,
@@ -276,7 +276,7 @@ pub fn build(o: &PollOutcome, t: Timestamp) -> ExportMetricsServiceRequest {
         ),
         (
             "freqtrade.trade.leverage",
-            "1",
+            "",
             "Leverage of an open trade",
             |t| t.leverage,
         ),
@@ -484,8 +484,8 @@ mod tests {
         for (name, v) in [
             ("freqtrade.profit.realized.ratio", p.profit_closed_ratio),
             ("freqtrade.profit.realized", p.profit_closed_coin),
-            ("freqtrade.profit.total.ratio", p.profit_all_ratio),
-            ("freqtrade.profit.total", p.profit_all_coin),
+            ("freqtrade.profit.all.ratio", p.profit_all_ratio),
+            ("freqtrade.profit.all", p.profit_all_coin),
             ("freqtrade.drawdown.current.ratio", p.current_drawdown),
             ("freqtrade.drawdown.current", p.current_drawdown_abs),
             ("freqtrade.drawdown.max.ratio", p.max_drawdown),
@@ -493,7 +493,7 @@ mod tests {
             ("freqtrade.winrate.ratio", p.winrate),
             ("freqtrade.profit_factor", p.profit_factor),
             ("freqtrade.expectancy", p.expectancy),
-            ("freqtrade.balance.total", Some(10016.6475)),
+            ("freqtrade.balance", Some(10016.6475)),
             ("freqtrade.balance.free", Some(9057.4275)),
             ("freqtrade.trades.open.notional", Some(1878.0)),
             ("freqtrade.trades.open", Some(3.0)),
@@ -507,7 +507,7 @@ mod tests {
             assert_eq!(Some(one(&req, name)), v, "{name}");
         }
         // Every point carries bot, strategy and exchange.
-        for (attrs, _) in points(&req, "freqtrade.profit.total") {
+        for (attrs, _) in points(&req, "freqtrade.profit.all") {
             assert_eq!(
                 get_attr(&attrs, "strategy"),
                 Some(&Value::StringValue("OfflineNoSignal".into()))
