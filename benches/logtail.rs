@@ -46,6 +46,9 @@ fn main() {
     let (cpu0, _) = cpu_and_rss();
     let start = Instant::now();
     t.poll(true);
+    // The receiver reads a file only once the checkpoint knowing it is on disk.
+    let _ = t.checkpoint();
+    t.saved();
     let mut records = 0u64;
     let mut encoded = 0usize;
     while t.has_work() {

@@ -121,6 +121,67 @@ fn writer(dir: PathBuf, total: u64, renames: u32, copies: u32) -> std::thread::J
     })
 }
 
+/// Every record's `n` and `log.record.uid` (file id, offset), in output order.
+fn numbered_uids(out: &Path) -> Vec<(i64, u64, u64)> {
+    let mut v = Vec::new();
+    for (_, rec) in logs_in(&read_jsonl(out)) {
+        let a = attrs(&rec["attributes"]);
+        let (Some(n), Some(uid)) = (
+            a.get("n").and_then(|v| v.as_i64()),
+            a.get("log.record.uid").and_then(|v| v.as_str()),
+        ) else {
+            panic!("a record without n or log.record.uid: {rec}");
+        };
+        let (file, offset) = uid.split_once(':').expect("uid is FILE:OFFSET");
+        v.push((
+            n,
+            u64::from_str_radix(file, 16).expect("file id in hex"),
+            offset.parse().expect("offset"),
+        ));
+    }
+    v
+}
+
+/// What a checkpoint says was delivered: file id → (committed prefix, ranges beyond).
+type Delivered = BTreeMap<u64, (u64, Vec<(u64, u64)>)>;
+
+fn checkpoint_delivered(c: &Collector) -> Delivered {
+    let p = c.path("cp/receiver/logtail%2Ft/checkpoints.json");
+    let Ok(text) = fs::read_to_string(p) else {
+        return Delivered::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).expect("checkpoint is JSON");
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let done = f["done"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                f["id"].as_u64().expect("file id"),
+                (f["committed"].as_u64().unwrap(), done),
+            )
+        })
+        .collect()
+}
+
+fn recorded(cp: &Delivered, file: u64, offset: u64) -> bool {
+    cp.get(&file).is_some_and(|(committed, done)| {
+        offset < *committed || done.iter().any(|(s, e)| *s <= offset && offset < *e)
+    })
+}
+
+/// The claim (README, "Log files"): no line is lost; a restart repeats no record the
+/// checkpoint recorded as delivered; a repeat (a batch delivered in the instant before
+/// a SIGKILL, not yet recorded) is the same record with the same `log.record.uid`, so
+/// output de-duplicated by uid holds every line exactly once.
 #[test]
 fn rotation_torture_every_line_exactly_once_through_three_sigkills() {
     const TOTAL: u64 = 200_000;
@@ -128,7 +189,8 @@ fn rotation_torture_every_line_exactly_once_through_three_sigkills() {
     let receiver = r#"[receivers."logtail/t"]
 include = ["logs/app.jsonl*"]
 start_at = "beginning"
-poll_interval = "50ms""#;
+poll_interval = "50ms"
+checkpoint_dir = "cp""#;
     let mut c = Collector::start_with_env(
         &config(service, receiver, file_exporter(), "\"file\""),
         service,
@@ -139,7 +201,9 @@ poll_interval = "50ms""#;
     let started = Instant::now();
     let w = writer(logs.clone(), TOTAL, 50, 20);
     let out = c.path("out.jsonl");
-    // Three SIGKILLs while the writer writes and rotates, each once output has grown.
+    // Three SIGKILLs while the writer writes and rotates, each once output has grown;
+    // what the checkpoint held at each kill is read while the collector is dead.
+    let mut at_kills: Vec<Delivered> = Vec::new();
     for kill in 0..3 {
         let before = counts(&out, "n").len();
         eventually(
@@ -148,6 +212,7 @@ poll_interval = "50ms""#;
             || counts(&out, "n").len() > before + 5_000,
         );
         c.kill();
+        at_kills.push(checkpoint_delivered(&c));
         std::thread::sleep(Duration::from_millis(100 + 150 * kill));
         respawn(&mut c);
     }
@@ -160,7 +225,46 @@ poll_interval = "50ms""#;
     // Anything repeated would arrive with or after the last missing line; stop cleanly
     // so that everything in flight has landed, then count.
     c.terminate(Duration::from_secs(20));
-    let seen = counts(&out, "n");
+    let records = numbered_uids(&out);
+    // Repeats are retransmissions: one uid names one line, one line has one uid.
+    let mut copies: BTreeMap<(u64, u64), (i64, usize)> = BTreeMap::new();
+    let mut uid_of: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for &(n, file, offset) in &records {
+        let e = copies.entry((file, offset)).or_insert((n, 0));
+        assert_eq!(
+            e.0, n,
+            "uid {file:016x}:{offset} names lines {} and {n}",
+            e.0
+        );
+        e.1 += 1;
+        let u = uid_of.entry(n).or_insert((file, offset));
+        assert_eq!(*u, (file, offset), "line {n} came with two uids");
+    }
+    // A repeat needs a restart whose checkpoint did not record the record as delivered.
+    let mut repeats = 0;
+    for (&(file, offset), &(n, k)) in &copies {
+        if k > 1 {
+            repeats += k - 1;
+            let unrecorded = at_kills
+                .iter()
+                .filter(|cp| !recorded(cp, file, offset))
+                .count();
+            assert!(
+                k - 1 <= unrecorded,
+                "line {n} ({file:016x}:{offset}) came {k} times though only {unrecorded} \
+                 restarts found it unrecorded"
+            );
+        }
+    }
+    eprintln!(
+        "torture: {} records, {repeats} repeats of batches in flight at a kill",
+        records.len()
+    );
+    // De-duplicated by uid: every line exactly once.
+    let seen: BTreeMap<i64, usize> = copies.values().fold(BTreeMap::new(), |mut m, (n, _)| {
+        *m.entry(*n).or_insert(0) += 1;
+        m
+    });
     let mut runs: Vec<(i64, i64)> = Vec::new();
     for (&n, _) in seen.iter().filter(|(_, k)| **k != 1) {
         match runs.last_mut() {

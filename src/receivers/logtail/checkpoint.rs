@@ -132,6 +132,9 @@ impl Ranges {
 /// One file in the checkpoint file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileCheckpoint {
+    /// The file's id in `log.record.uid` (0 in checkpoints from before ids).
+    #[serde(default)]
+    pub id: u64,
     pub fingerprint: Fingerprint,
     /// Where it was last seen; informational (files are found by fingerprint).
     pub path: String,

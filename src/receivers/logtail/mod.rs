@@ -524,8 +524,9 @@ fn save(t: &mut Tailer, state: &StateDir) -> std::io::Result<()> {
     let cp = t.checkpoint();
     let bytes = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
     let r = state.write_blocking(checkpoint::FILE_NAME, &bytes);
-    if r.is_err() {
-        t.dirty = true;
+    match r {
+        Ok(()) => t.saved(),
+        Err(_) => t.dirty = true,
     }
     r
 }

@@ -7,6 +7,7 @@ use super::parse::{parse_record, Redactor};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use regex_lite::Regex;
+use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,11 @@ struct PendingRecord {
 
 struct Tracked {
     key: u64,
+    /// The file's stable identity in record ids (`log.record.uid`): chosen when the
+    /// file is first seen, kept in the checkpoint, which is saved before the file is read.
+    id: u64,
+    /// Whether the checkpoint on disk knows this file (and its `id`): only then is it read.
+    saved: bool,
     fp: Fingerprint,
     /// The bytes `fp` was taken of (not kept across restarts): a file that is still
     /// a strict beginning of them is a copy in progress, not a new file.
@@ -101,6 +107,8 @@ impl Tracked {
     ) -> Tracked {
         Tracked {
             key,
+            id: new_file_id(key, &fp),
+            saved: false,
             fp,
             head: Vec::new(),
             name: file_name(&path),
@@ -139,6 +147,19 @@ impl Tracked {
         self.rewind(pos);
         self.file = None;
     }
+}
+
+/// An id no other file of this receiver has had: the fingerprint mixed with the clock.
+fn new_file_id(key: u64, fp: &Fingerprint) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let mut x = fp.hash ^ nanos.rotate_left(17) ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn file_name(p: &Path) -> String {
@@ -183,6 +204,9 @@ impl Tailer {
             let path = PathBuf::from(&c.path);
             t.files.push(Tracked {
                 key,
+                // Checkpoints written before ids existed: the fingerprint stands in.
+                id: if c.id != 0 { c.id } else { c.fingerprint.hash },
+                saved: true,
                 fp: c.fingerprint,
                 head: Vec::new(),
                 name: file_name(&path),
@@ -222,6 +246,7 @@ impl Tailer {
                 .files
                 .iter()
                 .map(|t| FileCheckpoint {
+                    id: t.id,
                     fingerprint: t.fp,
                     path: t.path.to_string_lossy().into_owned(),
                     dev: t.dev,
@@ -230,6 +255,13 @@ impl Tailer {
                     done: t.ranges.done(),
                 })
                 .collect(),
+        }
+    }
+
+    /// The checkpoint last taken is on disk: every file in it may be read.
+    pub fn saved(&mut self) {
+        for t in &mut self.files {
+            t.saved = true;
         }
     }
 
@@ -430,7 +462,9 @@ impl Tailer {
 
     /// Whether some open file may have data not read yet.
     pub fn has_work(&self) -> bool {
-        self.files.iter().any(|t| t.file.is_some() && !t.eof)
+        self.files
+            .iter()
+            .any(|t| t.file.is_some() && !t.eof && t.saved)
     }
 
     /// Reads from every open file until each is at its end or `out` holds `max_bytes`,
@@ -448,7 +482,8 @@ impl Tailer {
                 if out.bytes >= max_bytes || i >= self.files.len() {
                     break;
                 }
-                if self.files[i].file.is_none() || self.files[i].eof {
+                let t = &self.files[i];
+                if t.file.is_none() || t.eof || !t.saved {
                     break;
                 }
                 self.read_file(i, &mut buf, out, max_bytes, observed);
@@ -467,7 +502,7 @@ impl Tailer {
                 continue;
             }
             if let Some(p) = t.pending.take() {
-                emit(&self.s, t.key, &t.name, p, out, observed);
+                emit(&self.s, t.key, t.id, &t.name, p, out, observed);
             }
             if !t.seen && !t.carry.is_empty() && t.read_at > t.line_start {
                 let rec = PendingRecord {
@@ -478,7 +513,7 @@ impl Tailer {
                 };
                 t.overflow = false;
                 t.line_start = t.read_at;
-                emit(&self.s, t.key, &t.name, rec, out, observed);
+                emit(&self.s, t.key, t.id, &t.name, rec, out, observed);
             }
         }
     }
@@ -501,7 +536,7 @@ impl Tailer {
                 if let Some(end) = t.ranges.skip_at(t.line_start) {
                     // Sent before (in flight, or delivered beyond a gap): not again.
                     if let Some(p) = t.pending.take() {
-                        emit(s, t.key, &t.name, p, out, observed);
+                        emit(s, t.key, t.id, &t.name, p, out, observed);
                     }
                     t.line_start = end;
                     t.read_at = end;
@@ -543,17 +578,18 @@ impl Tailer {
             while let Some(j) = memchr::memchr(b'\n', &chunk[pos..]) {
                 let end = chunk_start + (pos + j + 1) as u64;
                 let piece = &chunk[pos..pos + j + 1];
-                let (line, truncated): (Vec<u8>, bool) = if t.carry.is_empty() && !t.overflow {
+                // Borrowed from the chunk unless it began in an earlier one.
+                let (line, truncated): (Cow<[u8]>, bool) = if t.carry.is_empty() && !t.overflow {
                     if piece.len() > s.max_line_bytes {
-                        (piece[..s.max_line_bytes].to_vec(), true)
+                        (Cow::Borrowed(&piece[..s.max_line_bytes]), true)
                     } else {
-                        (piece.to_vec(), false)
+                        (Cow::Borrowed(piece), false)
                     }
                 } else {
                     let room = s.max_line_bytes.saturating_sub(t.carry.len());
                     let over = t.overflow || piece.len() > room;
                     t.carry.extend_from_slice(&piece[..piece.len().min(room)]);
-                    (std::mem::take(&mut t.carry), over)
+                    (Cow::Owned(std::mem::take(&mut t.carry)), over)
                 };
                 if truncated {
                     out.truncated_lines += 1;
@@ -623,7 +659,7 @@ impl Tailer {
 fn line_done(
     s: &Settings,
     t: &mut Tracked,
-    line: Vec<u8>,
+    line: Cow<[u8]>,
     truncated: bool,
     end: u64,
     out: &mut Outbox,
@@ -631,13 +667,12 @@ fn line_done(
 ) {
     let start = t.line_start;
     let Some(re) = &s.multiline_start else {
-        let rec = PendingRecord {
+        let seg = Segment {
+            file: t.key,
             start,
             end,
-            bytes: line,
-            truncated,
         };
-        emit(s, t.key, &t.name, rec, out, observed);
+        emit_bytes(s, seg, t.id, &t.name, &line, truncated, out, observed);
         return;
     };
     let head = &line[..line.len().min(4096)];
@@ -655,33 +690,67 @@ fn line_done(
         }
         _ => {
             if let Some(p) = t.pending.take() {
-                emit(s, t.key, &t.name, p, out, observed);
+                emit(s, t.key, t.id, &t.name, p, out, observed);
             }
             t.pending = Some(PendingRecord {
                 start,
                 end,
-                bytes: line,
+                bytes: line.into_owned(),
                 truncated,
             });
         }
     }
 }
 
-fn emit(s: &Settings, key: u64, name: &str, p: PendingRecord, out: &mut Outbox, observed: u64) {
-    let mut rec = parse_record(&p.bytes, p.truncated, observed, &s.redactor);
+fn emit(
+    s: &Settings,
+    key: u64,
+    id: u64,
+    name: &str,
+    p: PendingRecord,
+    out: &mut Outbox,
+    observed: u64,
+) {
+    let seg = Segment {
+        file: key,
+        start: p.start,
+        end: p.end,
+    };
+    emit_bytes(s, seg, id, name, &p.bytes, p.truncated, out, observed);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_bytes(
+    s: &Settings,
+    seg: Segment,
+    id: u64,
+    name: &str,
+    bytes: &[u8],
+    truncated: bool,
+    out: &mut Outbox,
+    observed: u64,
+) {
+    let mut rec = parse_record(bytes, truncated, observed, &s.redactor);
+    let text = |v: String| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        })
+    };
     rec.attributes.push(KeyValue {
         key: "log.file.name".into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(name.to_owned())),
-        }),
+        value: text(name.to_owned()),
         ..Default::default()
     });
-    out.push(
-        rec,
-        Segment {
-            file: key,
-            start: p.start,
-            end: p.end,
-        },
-    );
+    rec.attributes.push(KeyValue {
+        key: "log.record.uid".into(),
+        value: text(record_uid(id, seg.start)),
+        ..Default::default()
+    });
+    out.push(rec, seg);
+}
+
+/// A record's id (`log.record.uid`): its file's id and the offset it starts at, the same
+/// however often the record is read, so a sink can drop a repeat.
+pub fn record_uid(file_id: u64, offset: u64) -> String {
+    format!("{file_id:016x}:{offset}")
 }
