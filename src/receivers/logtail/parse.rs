@@ -177,9 +177,7 @@ pub fn parse_record(bytes: &[u8], truncated: bool, observed: u64, r: &Redactor) 
     };
     let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
     let parsed = match first {
-        Some(i) if bytes[i] == b'{' && !truncated => {
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).ok()
-        }
+        Some(i) if bytes[i] == b'{' && !truncated => serde_json::from_slice::<Fields>(bytes).ok(),
         _ => None,
     };
     match parsed {
@@ -214,51 +212,128 @@ const BODY_KEYS: &[&str] = &["event", "message", "msg"];
 const TIME_KEYS: &[&str] = &["timestamp", "time", "ts", "@timestamp"];
 const LEVEL_KEYS: &[&str] = &["level", "levelname", "severity"];
 
-fn fill_from_json(
-    rec: &mut LogRecord,
-    mut obj: serde_json::Map<String, serde_json::Value>,
-    r: &Redactor,
-) {
-    if let Some(v) = BODY_KEYS.iter().find_map(|k| obj.remove(*k)) {
+/// A JSON object's members in the line's order, keys borrowed from the line unless they
+/// hold escapes; a repeated key keeps its last value (as a map would). Cheaper than a
+/// `serde_json::Map`: no tree, no key copied twice.
+struct Fields<'a>(Vec<(Cow<'a, str>, Option<serde_json::Value>)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(k) = m.next_key_seed(KeySeed)? {
+                    v.push((k, Some(m.next_value::<serde_json::Value>()?)));
+                }
+                dedupe(&mut v);
+                Ok(Fields(v))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        struct Key;
+        impl<'de> serde::de::Visitor<'de> for Key {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+                Ok(Cow::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
+                Ok(Cow::Owned(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
+                Ok(Cow::Owned(s))
+            }
+        }
+        d.deserialize_str(Key)
+    }
+}
+
+/// Empties every member whose key comes again later.
+fn dedupe(v: &mut [(Cow<'_, str>, Option<serde_json::Value>)]) {
+    let earlier: Vec<usize> = if v.len() <= 32 {
+        (0..v.len())
+            .filter(|&i| v[i + 1..].iter().any(|(k, _)| *k == v[i].0))
+            .collect()
+    } else {
+        let mut last = std::collections::HashMap::with_capacity(v.len());
+        let mut earlier = Vec::new();
+        for (i, (k, _)) in v.iter().enumerate() {
+            if let Some(prev) = last.insert(k.as_ref(), i) {
+                earlier.push(prev);
+            }
+        }
+        earlier
+    };
+    for i in earlier {
+        v[i].1 = None;
+    }
+}
+
+impl Fields<'_> {
+    /// The value of `key`, taken out.
+    fn take(&mut self, key: &str) -> Option<serde_json::Value> {
+        self.0
+            .iter_mut()
+            .find(|(k, v)| k == key && v.is_some())
+            .and_then(|(_, v)| v.take())
+    }
+
+    /// The value of `key` if `f` accepts it (then it is taken out).
+    fn take_if<T>(&mut self, key: &str, f: impl Fn(&serde_json::Value) -> Option<T>) -> Option<T> {
+        let slot = self
+            .0
+            .iter_mut()
+            .find(|(k, v)| k == key && v.is_some())
+            .map(|(_, v)| v)?;
+        let out = f(slot.as_ref()?)?;
+        *slot = None;
+        Some(out)
+    }
+}
+
+fn fill_from_json(rec: &mut LogRecord, mut obj: Fields<'_>, r: &Redactor) {
+    if let Some(v) = BODY_KEYS.iter().find_map(|k| obj.take(k)) {
         rec.body = Some(match v {
             serde_json::Value::String(s) => string_value(r.text(&s).into_owned()),
             other => to_any("", other, r),
         });
     }
-    for k in TIME_KEYS {
-        if let Some(t) = obj.get(*k).and_then(parse_time) {
-            rec.time_unix_nano = t;
-            obj.remove(*k);
-            break;
-        }
+    if let Some(t) = TIME_KEYS.iter().find_map(|k| obj.take_if(k, parse_time)) {
+        rec.time_unix_nano = t;
     }
-    for k in LEVEL_KEYS {
-        if let Some((n, text)) = obj.get(*k).and_then(parse_level) {
-            rec.severity_number = n as i32;
-            rec.severity_text = text;
-            obj.remove(*k);
-            break;
-        }
+    if let Some((n, text)) = LEVEL_KEYS.iter().find_map(|k| obj.take_if(k, parse_level)) {
+        rec.severity_number = n as i32;
+        rec.severity_text = text;
     }
-    if let Some(id) = obj
-        .get("trace_id")
-        .and_then(|v| v.as_str())
-        .and_then(|s| hex_id(s, 16))
-    {
+    if let Some(id) = obj.take_if("trace_id", |v| hex_id(v.as_str()?, 16)) {
         rec.trace_id = id;
-        obj.remove("trace_id");
     }
-    if let Some(id) = obj
-        .get("span_id")
-        .and_then(|v| v.as_str())
-        .and_then(|s| hex_id(s, 8))
-    {
+    if let Some(id) = obj.take_if("span_id", |v| hex_id(v.as_str()?, 8)) {
         rec.span_id = id;
-        obj.remove("span_id");
     }
-    rec.attributes.reserve(obj.len());
-    for (k, v) in obj {
-        flatten(&k, v, &mut rec.attributes, r);
+    rec.attributes.reserve(obj.0.len());
+    for (k, v) in obj.0 {
+        if let Some(v) = v {
+            flatten(&k, v, &mut rec.attributes, r);
+        }
     }
 }
 
