@@ -23,6 +23,8 @@ pub fn builtin() -> Registry {
                 "ratio_to_percent",
                 crate::processors::ratio_to_percent::parse,
             ),
+            ("trace_enrich", crate::processors::trace_enrich::parse),
+            ("attributes", crate::processors::attributes::parse),
         ],
         exporters: vec![
             ("otlp", crate::exporters::otlp::parse),
