@@ -22,7 +22,8 @@
 //! actions ran; metrics, scopes and resources left empty go too, and a batch left with
 //! nothing is settled as delivered (filtered on purpose), so a log tail's checkpoint
 //! moves past it. Rules compare an attribute's value as text: strings as they are,
-//! numbers as written (`3`, `0.5`), booleans `true`/`false`.
+//! numbers as written (`3`, `0.5`), booleans `true`/`false`. With neither `actions` nor
+//! `drop` the processor passes everything on untouched.
 
 use crate::component::{BuildContext, BuildError, ComponentId, Kind, Signal};
 use crate::component::{Processor, ProcessorConfig};
@@ -142,14 +143,6 @@ pub struct Settings {
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ProcessorConfig>, ConfigError> {
     let raw: RawConfig = component_config(src, Kind::Processor, id)?;
-    if raw.actions.is_empty() && raw.drop.is_empty() {
-        return Err(src.component_error(
-            Kind::Processor,
-            id,
-            &[],
-            "nothing to do: list `actions` ({ key, action, value }) or `drop` rules".into(),
-        ));
-    }
     let located = |list: &str, i: usize, field: &str, span: std::ops::Range<usize>, m: String| {
         let key = format!(
             "{}.{}.{list}[{i}].{field}",
@@ -363,6 +356,10 @@ impl Settings {
 
 impl Processor for Attributes {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        if self.s.actions.is_empty() && self.s.drop.is_empty() {
+            out.push(batch);
+            return;
+        }
         if batch.payload.make_decoded().is_err() {
             self.undecodable.inc();
             out.push(batch);

@@ -311,6 +311,19 @@ impl TraceEnrich {
     /// Enriches a payload in place (decoding it).
     pub fn enrich(&self, payload: &mut Payload) -> Done {
         let mut done = Done::default();
+        if let Payload::Encoded { bytes, .. } = payload {
+            // Keys are stored as plain bytes: a request naming none of them has nothing
+            // to lift, learn or stamp, and goes on as it came, undecoded.
+            let s = &self.s;
+            let any = s
+                .correlation_keys
+                .iter()
+                .chain(&s.trace_id_keys)
+                .any(|k| memchr::memmem::find(bytes, k.as_bytes()).is_some());
+            if !any && s.resource_attributes.is_empty() {
+                return done;
+            }
+        }
         if payload.make_decoded().is_err() {
             self.counters.undecodable.inc();
             return done;
@@ -378,7 +391,7 @@ fn attrs_of(r: &Option<Resource>) -> &[KeyValue] {
     r.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[])
 }
 
-fn attrs_of_ref<'a>(r: Option<&'a Resource>) -> &'a [KeyValue] {
+fn attrs_of_ref(r: Option<&Resource>) -> &[KeyValue] {
     r.map(|r| r.attributes.as_slice()).unwrap_or(&[])
 }
 

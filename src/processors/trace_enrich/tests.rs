@@ -78,8 +78,8 @@ fn lifts_ids_from_attributes_bodies_and_resources() {
     assert_eq!(r[2].trace_id, t_bytes());
     assert_eq!(r[2].span_id, hex_id(S, 8).unwrap());
     assert_eq!(r[3].trace_id, t_bytes());
-    for i in 4..8 {
-        assert!(r[i].trace_id.is_empty(), "record {i}");
+    for (i, rec) in r.iter().enumerate().take(8).skip(4) {
+        assert!(rec.trace_id.is_empty(), "record {i}");
     }
     assert_eq!(r[8].trace_id, t_bytes());
     assert_eq!(done.lifted, 5);
@@ -302,4 +302,16 @@ fn config_errors_are_located() {
     }
     let e = parse_text("unknown = 1").err().unwrap();
     assert!(e.to_string().contains("unknown"), "{e}");
+}
+
+#[test]
+fn requests_naming_no_key_stay_encoded() {
+    let p = TraceEnrich::new(Settings::default());
+    let req = match logs(vec![rec("plain", vec![attr("bot", "main")])]) {
+        Payload::Logs(r) => r,
+        _ => unreachable!(),
+    };
+    let mut enc = Payload::from_encoded(Signal::Logs, req.encode_to_vec().into()).unwrap();
+    p.enrich(&mut enc);
+    assert!(matches!(enc, Payload::Encoded { .. }));
 }
