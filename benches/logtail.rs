@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use tradewatch::receivers::logtail::parse::Redactor;
 use tradewatch::receivers::logtail::tail::{Outbox, Settings, Tailer};
 
+// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn cpu_and_rss() -> (Duration, u64) {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };

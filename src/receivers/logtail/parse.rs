@@ -54,8 +54,10 @@ pub struct PatternError {
 /// Redacts secrets by key and by pattern.
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    /// Lower case; a key is secret when its lower-cased dotted path contains one of them.
-    keys: Vec<String>,
+    /// The secret words (lower case): a key is secret when its dotted path contains one,
+    /// whatever the case.
+    finder: AnyOf,
+    bearer: AnyOf,
     /// Replaced whole by [`REDACTED`].
     patterns: Vec<Regex>,
     /// `key=value` / `key: value` / `"key": "value"` in text, for the secret keys; the
@@ -95,7 +97,8 @@ impl Redactor {
             ))?)
         };
         Ok(Redactor {
-            keys,
+            finder: AnyOf::new(&keys),
+            bearer: AnyOf::new(&["bearer".to_owned()]),
             patterns,
             assignment,
             userinfo: compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^:/@\s]+:)[^@/\s]+@")?,
@@ -109,7 +112,7 @@ impl Redactor {
     }
 
     pub fn is_secret_key(&self, key: &str) -> bool {
-        self.keys.iter().any(|k| contains_ignore_case(key, k))
+        self.finder.found_in(key)
     }
 
     /// `s` with every pattern match replaced.
@@ -118,7 +121,7 @@ impl Redactor {
         // Cheap substring checks keep the common string (no URL, no secret word) away
         // from the built-in regexes; patterns from the configuration always run.
         let has_url = s.contains("://");
-        let bearer = contains_ignore_case(s, "bearer");
+        let bearer = self.bearer.found_in(s);
         let mut replace = |re: &Regex, with: &str| {
             if let Cow::Owned(o) = re.replace_all(&out, with) {
                 out = Cow::Owned(o);
@@ -138,7 +141,8 @@ impl Redactor {
             replace(&self.userinfo, "${1}[REDACTED]@");
         }
         if let Some(a) = &self.assignment {
-            if self.keys.iter().any(|k| contains_ignore_case(s, k)) {
+            // `key=value`, `key: value`: nothing to find without one of these.
+            if memchr::memchr2(b'=', b':', s.as_bytes()).is_some() && self.finder.found_in(s) {
                 replace(a, "${1}[REDACTED]");
             }
         }
@@ -149,9 +153,56 @@ impl Redactor {
 /// The first built-in patterns all need `://` in the string.
 const BUILTIN_URL_PATTERNS: usize = 3;
 
-fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    !n.is_empty() && h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+/// Finds any of a few lower-case words in text, ignoring ASCII case, in one pass: only
+/// positions whose byte starts some word are compared. (The secret-key check runs on
+/// every key and string value of every line; comparing each word at every position
+/// was the tail's largest cost.)
+#[derive(Debug, Clone)]
+struct AnyOf {
+    words: Vec<Vec<u8>>,
+    /// Lower-cased first byte → the words starting with it.
+    by_first: Vec<Vec<u16>>,
+    /// Any byte (either case) that starts some word: most bytes are skipped on this alone.
+    starts: [bool; 256],
+}
+
+impl AnyOf {
+    fn new(words: &[String]) -> AnyOf {
+        let mut by_first = vec![Vec::new(); 256];
+        let words: Vec<Vec<u8>> = words
+            .iter()
+            .map(|w| w.to_ascii_lowercase().into_bytes())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut starts = [false; 256];
+        for (i, w) in words.iter().enumerate().take(u16::MAX as usize) {
+            by_first[w[0] as usize].push(i as u16);
+            starts[w[0] as usize] = true;
+            starts[w[0].to_ascii_uppercase() as usize] = true;
+        }
+        AnyOf {
+            words,
+            by_first,
+            starts,
+        }
+    }
+
+    fn found_in(&self, hay: &str) -> bool {
+        let h = hay.as_bytes();
+        for (i, b) in h.iter().enumerate() {
+            if !self.starts[*b as usize] {
+                continue;
+            }
+            let list = &self.by_first[b.to_ascii_lowercase() as usize];
+            for &w in list {
+                let w = &self.words[w as usize];
+                if h.len() - i >= w.len() && h[i..i + w.len()].eq_ignore_ascii_case(w) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -177,7 +228,11 @@ pub fn parse_record(bytes: &[u8], truncated: bool, observed: u64, r: &Redactor) 
     };
     let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
     let parsed = match first {
-        Some(i) if bytes[i] == b'{' && !truncated => serde_json::from_slice::<Fields>(bytes).ok(),
+        // UTF-8 checked once for the line, not string by string (invalid UTF-8 would make
+        // the JSON fail anyway: such a line is kept as text).
+        Some(i) if bytes[i] == b'{' && !truncated => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Fields>(text).ok()),
         _ => None,
     };
     match parsed {
@@ -266,11 +321,17 @@ impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
     }
 }
 
+/// String equality that mostly decides on the length and first byte (short keys are
+/// compared many times per line).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
 /// Empties every member whose key comes again later.
 fn dedupe(v: &mut [(Cow<'_, str>, Option<serde_json::Value>)]) {
     let earlier: Vec<usize> = if v.len() <= 32 {
         (0..v.len())
-            .filter(|&i| v[i + 1..].iter().any(|(k, _)| *k == v[i].0))
+            .filter(|&i| v[i + 1..].iter().any(|(k, _)| same(k, &v[i].0)))
             .collect()
     } else {
         let mut last = std::collections::HashMap::with_capacity(v.len());
@@ -292,7 +353,7 @@ impl Fields<'_> {
     fn take(&mut self, key: &str) -> Option<serde_json::Value> {
         self.0
             .iter_mut()
-            .find(|(k, v)| k == key && v.is_some())
+            .find(|(k, v)| same(k, key) && v.is_some())
             .and_then(|(_, v)| v.take())
     }
 
@@ -301,7 +362,7 @@ impl Fields<'_> {
         let slot = self
             .0
             .iter_mut()
-            .find(|(k, v)| k == key && v.is_some())
+            .find(|(k, v)| same(k, key) && v.is_some())
             .map(|(_, v)| v)?;
         let out = f(slot.as_ref()?)?;
         *slot = None;
@@ -329,7 +390,8 @@ fn fill_from_json(rec: &mut LogRecord, mut obj: Fields<'_>, r: &Redactor) {
     if let Some(id) = obj.take_if("span_id", |v| hex_id(v.as_str()?, 8)) {
         rec.span_id = id;
     }
-    rec.attributes.reserve(obj.0.len());
+    // The receiver adds two (the file's name, the record's uid).
+    rec.attributes.reserve(obj.0.len() + 2);
     for (k, v) in obj.0 {
         if let Some(v) = v {
             flatten(&k, v, &mut rec.attributes, r);

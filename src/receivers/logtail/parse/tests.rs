@@ -96,3 +96,15 @@ fn secrets_are_redacted_by_key_and_pattern() {
         "user=bob password=[REDACTED] Authorization: [REDACTED]"
     );
 }
+
+#[test]
+fn any_of_finds_words_ignoring_case() {
+    let f = AnyOf::new(&["token".into(), "api_key".into(), "passwd".into()]);
+    assert!(f.found_in("X-Auth-TOKEN"));
+    assert!(f.found_in("exchange.Api_Key"));
+    assert!(f.found_in("passwd"));
+    assert!(!f.found_in("passw"));
+    assert!(!f.found_in("tokn api-key"));
+    assert!(!f.found_in(""));
+    assert!(!AnyOf::new(&[]).found_in("anything"));
+}
