@@ -529,14 +529,14 @@ pub fn parse_time(v: &serde_json::Value) -> Option<u64> {
     match v {
         serde_json::Value::Number(n) => match n.as_u64() {
             // Integers are scaled exactly; a double would round milliseconds.
-            Some(i) if i > 0 => Some(if i < 100_000_000_000 {
-                i * 1_000_000_000
+            Some(i) if i > 0 => i.checked_mul(if i < 100_000_000_000 {
+                1_000_000_000
             } else if i < 100_000_000_000_000 {
-                i * 1_000_000
+                1_000_000
             } else if i < 100_000_000_000_000_000 {
-                i * 1_000
+                1_000
             } else {
-                i
+                1
             }),
             _ => epoch(n.as_f64()?),
         },
@@ -642,7 +642,10 @@ fn iso8601(s: &str) -> Option<u64> {
     if secs < 0 {
         return None;
     }
-    Some(secs as u64 * 1_000_000_000 + nanos as u64)
+    // Past 2554 nanoseconds since 1970 no longer fit in 64 bits: not a time then.
+    (secs as u64)
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos as u64)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

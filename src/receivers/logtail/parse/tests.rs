@@ -108,3 +108,24 @@ fn any_of_finds_words_ignoring_case() {
     assert!(!f.found_in(""));
     assert!(!AnyOf::new(&[]).found_in("anything"));
 }
+
+/// Found by the fuzzer (`logtail_parse`): a year past 2554 overflowed the nanoseconds.
+#[test]
+fn fuzz_regression_a_far_future_timestamp_is_no_time() {
+    assert_eq!(parse_time(&"4048-03-15T14:32:15.123456Z".into()), None);
+    assert!(parse_time(&"2554-01-01T00:00:00Z".into()).is_some());
+    let r = Redactor::default_set();
+    let rec = parse_record(
+        br#"{"event":"x","timestamp":"4048-03-15T14:32:15Z"}"#,
+        false,
+        0,
+        &r,
+    );
+    assert_eq!(rec.time_unix_nano, 0);
+    assert_eq!(
+        attr(&rec, "timestamp"),
+        Some(&any_value::Value::StringValue(
+            "4048-03-15T14:32:15Z".into()
+        ))
+    );
+}
