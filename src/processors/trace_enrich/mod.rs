@@ -39,7 +39,7 @@
 use crate::component::{BuildContext, BuildError, ComponentId, Kind, Signal};
 use crate::component::{Processor, ProcessorConfig};
 use crate::config::{component_config, ConfigError, HumanDuration, Source};
-use crate::otlp::{insert_attr, PointMut};
+use crate::otlp::{hex_id, insert_attr, PointMut};
 use crate::pipeline::alerts::hex;
 use crate::pipeline::{Batch, Payload};
 use lru::LruCache;
@@ -552,11 +552,6 @@ fn key_text(v: Option<&AnyValue>) -> Option<String> {
         any_value::Value::IntValue(i) => Some(i.to_string()),
         _ => None,
     }
-}
-
-/// `n` bytes from `2n` hex digits, or from a UUID when `n` is 16; all zeros is no id.
-pub fn hex_id(s: &str, n: usize) -> Option<Vec<u8>> {
-    crate::receivers::logtail::parse::hex_id(s, n)
 }
 
 /// An id written in text after one of `keys`: `trace_id=4bf9…`, `"traceId": "4bf9…"`,

@@ -475,25 +475,8 @@ fn bool_value(b: bool) -> AnyValue {
     }
 }
 
-/// `n` bytes from hex (`2*n` digits), or a UUID for a 16-byte id; all-zero ids are invalid.
-pub fn hex_id(s: &str, n: usize) -> Option<Vec<u8>> {
-    let s = s.trim();
-    let digits: Cow<str> = if n == 16 && s.len() == 36 && s.matches('-').count() == 4 {
-        Cow::Owned(s.replace('-', ""))
-    } else {
-        Cow::Borrowed(s)
-    };
-    if digits.len() != 2 * n || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let id: Vec<u8> = (0..n)
-        .map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).unwrap_or(0))
-        .collect();
-    if id.iter().all(|b| *b == 0) {
-        return None;
-    }
-    Some(id)
-}
+/// Where ids are read from hex: shared with the `trace_enrich` processor.
+pub use crate::otlp::hex_id;
 
 /// Python's level names and numbers, OTel's names, and the usual abbreviations.
 fn parse_level(v: &serde_json::Value) -> Option<(SeverityNumber, String)> {
