@@ -12,6 +12,7 @@ pub fn builtin() -> Registry {
             ("otlp", crate::receivers::otlp::parse),
             ("alerts", crate::receivers::alerts::parse),
             ("freqtrade", crate::receivers::freqtrade::parse),
+            ("logtail", crate::receivers::logtail::parse),
             ("healthcheck", crate::receivers::healthcheck::parse),
         ],
         processors: vec![
@@ -22,6 +23,8 @@ pub fn builtin() -> Registry {
                 "ratio_to_percent",
                 crate::processors::ratio_to_percent::parse,
             ),
+            ("trace_enrich", crate::processors::trace_enrich::parse),
+            ("attributes", crate::processors::attributes::parse),
         ],
         exporters: vec![
             ("otlp", crate::exporters::otlp::parse),

@@ -6,6 +6,7 @@
 //! and edit attribute lists (resources, scopes, points, log records alike).
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An attribute value: string, integer, double, bool, bytes or any [`AnyValue`].
@@ -240,6 +241,27 @@ impl From<SystemTime> for Timestamp {
                 .unwrap_or(0),
         )
     }
+}
+
+/// A trace (`n` = 16) or span (`n` = 8) id written in hex (`2*n` digits, either case), or
+/// a UUID for a 16-byte id; all-zero ids are invalid.
+pub fn hex_id(s: &str, n: usize) -> Option<Vec<u8>> {
+    let s = s.trim();
+    let digits: Cow<str> = if n == 16 && s.len() == 36 && s.matches('-').count() == 4 {
+        Cow::Owned(s.replace('-', ""))
+    } else {
+        Cow::Borrowed(s)
+    };
+    if digits.len() != 2 * n || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let id: Vec<u8> = (0..n)
+        .map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    if id.iter().all(|b| *b == 0) {
+        return None;
+    }
+    Some(id)
 }
 
 #[cfg(test)]

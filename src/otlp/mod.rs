@@ -10,8 +10,8 @@ pub mod resource_wire;
 pub mod wire;
 
 pub use attrs::{
-    attr, get_attr, get_f64, get_str, insert_attr, remove_attr, set_attr, value_text, AttrValue,
-    IntoAttributes, Timestamp,
+    attr, get_attr, get_f64, get_str, hex_id, insert_attr, remove_attr, set_attr, value_text,
+    AttrValue, IntoAttributes, Timestamp,
 };
 pub use build::{log_record, LogsBuilder, MetricsBuilder, Number, Temporality};
 pub use edit::{

@@ -120,7 +120,7 @@ pub fn kv_str(k: &str, v: &str) -> KeyValue {
     attr(k, v)
 }
 
-fn hex(b: &[u8]) -> String {
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
