@@ -1,4 +1,11 @@
 //! `file`: writes each export request as one OTLP/JSON line, for inspection and tests.
+//!
+//! Log records carrying `log.record.uid` (OpenTelemetry's record id, which `logtail` sets
+//! to file id and offset) are written once: at start the exporter reads the uids in the
+//! last [`DEDUP_TAIL`] bytes of its file, and drops records whose uid is already there.
+//! That closes the one gap a log tail cannot close alone: a batch written just before a
+//! `kill -9`, whose delivery the tail's checkpoint had not yet recorded, is read and sent
+//! again after the restart, and lands here as a repeat.
 
 use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
@@ -10,11 +17,17 @@ use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::Payload;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How much of the end of an existing file is read at start for record uids.
+pub const DEDUP_TAIL: u64 = 16 << 20;
+/// The record id attribute sinks may de-duplicate on.
+pub const RECORD_UID: &str = "log.record.uid";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,9 +84,16 @@ impl ExporterConfig for FileConfig {
                     format!("cannot open {}: {e}", self.path.display()),
                 )
             })?;
+        let written = recent_uids(&self.path);
         Ok(Arc::new(FileExporter {
             out: Arc::new(Mutex::new(BufWriter::new(f))),
             path: self.path.clone(),
+            written: Arc::new(written),
+            repeats: ctx.health.counter(
+                "repeated_records",
+                "Log records whose log.record.uid the file already held (a source's repeat after a crash), not written again.",
+                &[],
+            ),
         }))
     }
 }
@@ -81,6 +101,76 @@ impl ExporterConfig for FileConfig {
 struct FileExporter {
     out: Arc<Mutex<BufWriter<File>>>,
     path: PathBuf,
+    /// Uids of the records at the end of the file when the exporter started.
+    written: Arc<HashSet<String>>,
+    repeats: prometheus_client::metrics::counter::Counter,
+}
+
+/// The `log.record.uid`s of the log records in the last [`DEDUP_TAIL`] bytes of `path`.
+fn recent_uids(path: &Path) -> HashSet<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut uids = HashSet::new();
+    let Ok(mut f) = File::open(path) else {
+        return uids;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(DEDUP_TAIL);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return uids;
+    }
+    let mut lines = buf.split(|b| *b == b'\n');
+    if start > 0 {
+        lines.next(); // cut by the window
+    }
+    for line in lines.filter(|l| !l.is_empty()) {
+        let Ok(req) = json::from_slice::<
+            opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+        >(line) else {
+            continue;
+        };
+        for r in req
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+        {
+            if let Some(uid) = crate::otlp::get_str(&r.attributes, RECORD_UID) {
+                uids.insert(uid.to_string());
+            }
+        }
+    }
+    uids
+}
+
+/// `payload` without the log records whose uid is in `written`, and how many were left
+/// out; `None` when nothing is left out.
+fn without_repeats(payload: &Payload, written: &HashSet<String>) -> Option<(Payload, u64)> {
+    let Ok(Decoded::Logs(req)) = payload.decoded() else {
+        return None;
+    };
+    let repeated = |r: &opentelemetry_proto::tonic::logs::v1::LogRecord| {
+        crate::otlp::get_str(&r.attributes, RECORD_UID).is_some_and(|u| written.contains(u))
+    };
+    let n = req
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .flat_map(|s| &s.log_records)
+        .filter(|r| repeated(r))
+        .count() as u64;
+    if n == 0 {
+        return None;
+    }
+    let mut req = (*req).clone();
+    for rl in &mut req.resource_logs {
+        for sl in &mut rl.scope_logs {
+            sl.log_records.retain(|r| !repeated(r));
+        }
+        rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+    }
+    req.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+    Some((Payload::Logs(req), n))
 }
 
 /// One OTLP/JSON line for a payload; NaN and infinities are written as the proto3 JSON
@@ -103,8 +193,19 @@ impl Exporter for FileExporter {
     fn export(&self, payload: Arc<Payload>) -> BoxFuture<'static, Result<(), ExportError>> {
         let out = self.out.clone();
         let path = self.path.clone();
+        let (written, repeats) = (self.written.clone(), self.repeats.clone());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
+                let mut payload = payload;
+                if !written.is_empty() {
+                    if let Some((rest, n)) = without_repeats(&payload, &written) {
+                        repeats.inc_by(n);
+                        if rest.is_empty() {
+                            return Ok(());
+                        }
+                        payload = Arc::new(rest);
+                    }
+                }
                 let line = json_line(&payload).map_err(ExportError::permanent)?;
                 let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
                 w.write_all(&line)
@@ -127,5 +228,62 @@ impl Exporter for FileExporter {
             })
             .await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{attr, LogsBuilder};
+    use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
+
+    fn logs(uids: &[&str]) -> Payload {
+        let mut b = LogsBuilder::new();
+        b.resource(&[("service.name", "t")]);
+        for u in uids {
+            b.log(
+                1u64,
+                SeverityNumber::Info,
+                format!("line {u}"),
+                [attr(RECORD_UID, *u)],
+            );
+        }
+        Payload::Logs(b.build())
+    }
+
+    #[test]
+    fn records_already_in_the_file_are_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut text = Vec::new();
+        for p in [logs(&["f:0", "f:10"]), logs(&["f:20"])] {
+            text.extend(json_line(&p).unwrap());
+        }
+        // A torn last line (a crash mid-write) is ignored.
+        text.extend_from_slice(b"{\"resourceLogs\":[{\"scopeLo");
+        std::fs::write(&path, &text).unwrap();
+        let written = recent_uids(&path);
+        let want: HashSet<String> = ["f:0", "f:10", "f:20"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(written, want);
+        // A repeat of the last batch plus a new record: only the new one remains.
+        let (rest, n) = without_repeats(&logs(&["f:10", "f:20", "f:30"]), &written).unwrap();
+        assert_eq!(n, 2);
+        let Ok(Decoded::Logs(req)) = rest.decoded() else {
+            panic!()
+        };
+        let left: Vec<&str> = req.resource_logs[0].scope_logs[0]
+            .log_records
+            .iter()
+            .filter_map(|r| crate::otlp::get_str(&r.attributes, RECORD_UID))
+            .collect();
+        assert_eq!(left, ["f:30"]);
+        // Nothing repeated: the payload is written as it is.
+        assert!(without_repeats(&logs(&["g:0"]), &written).is_none());
+        // A whole repeat leaves nothing.
+        let (rest, n) = without_repeats(&logs(&["f:0"]), &written).unwrap();
+        assert_eq!((rest.is_empty(), n), (true, 1));
     }
 }
