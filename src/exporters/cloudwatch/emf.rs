@@ -23,17 +23,18 @@
 //! other attribute is kept as a member, for Logs Insights. Histograms and summaries become
 //! `<name>.count` (Count), `<name>.sum`, `<name>.min` and `<name>.max` of the interval.
 
-use super::{convert, AwsTarget, Converted, DeltaState, Prepared, Sample, Shape, Value};
+use super::{
+    convert, own_and_shape, AwsTarget, Counters, DeltaState, Prepared, Sample, Shape, Value,
+};
 use crate::component::{BuildContext, BuildError, ComponentId, ExportError, Exporter};
 use crate::component::{ExporterConfig, Kind, Signal};
-use crate::config::{component_config, ConfigError, HumanDuration, Source};
+use crate::config::{ConfigError, HumanDuration, Source};
 use crate::pipeline::data::Decoded;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
 use futures_util::future::BoxFuture;
-use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -103,33 +104,6 @@ fn default_max_event() -> usize {
 }
 fn default_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
-}
-
-/// Reads a table that holds both `Own`'s keys and the shared [`Shape`] keys: each is
-/// read on its own (serde's `flatten` would lose the file positions of errors), and a
-/// key neither knows is refused with its position.
-pub fn own_and_shape<Own: serde::de::DeserializeOwned>(
-    src: &Source,
-    id: &ComponentId,
-    own_keys: &[&str],
-) -> Result<(Own, Shape), ConfigError> {
-    let keys: BTreeMap<String, serde::de::IgnoredAny> = component_config(src, Kind::Exporter, id)?;
-    for k in keys.keys() {
-        if !own_keys.contains(&k.as_str()) && !super::SHAPE_KEYS.contains(&k.as_str()) {
-            let mut known: Vec<&str> = own_keys.iter().chain(super::SHAPE_KEYS).copied().collect();
-            known.sort_unstable();
-            return Err(src.component_error(
-                Kind::Exporter,
-                id,
-                &[k],
-                format!("unknown key {k:?} (known keys: {})", known.join(", ")),
-            ));
-        }
-    }
-    let own: Own = component_config(src, Kind::Exporter, id)?;
-    let shape: Shape = component_config(src, Kind::Exporter, id)?;
-    shape.check(src, id)?;
-    Ok((own, shape))
 }
 
 pub struct EmfConfig {
@@ -263,45 +237,6 @@ impl ExporterConfig for EmfConfig {
                 counters: Counters::new(h),
             }),
         }))
-    }
-}
-
-/// Counters of the conversion, shared by both CloudWatch exporters.
-pub struct Counters {
-    pub non_finite: Counter,
-    pub out_of_window: Counter,
-    pub baselines: Counter,
-    pub no_dimensions: Counter,
-    pub dropped: Counter,
-    pub dimensions_capped: Counter,
-    pub unsupported: Counter,
-    pub oversized: Counter,
-    pub conflicts: Counter,
-}
-
-impl Counters {
-    pub fn new(h: &crate::service::health::ComponentHealth) -> Counters {
-        Counters {
-            non_finite: h.counter("non_finite_points", "NaN or infinite values, which CloudWatch refuses (dropped).", &[]),
-            out_of_window: h.counter("out_of_window_points", "Points older than two weeks or more than two hours ahead (dropped).", &[]),
-            baselines: h.counter("baseline_points", "Cumulative points held as the baseline of a delta (no start time, or older than the last point).", &[]),
-            no_dimensions: h.counter("undimensioned_points", "Points lacking an attribute every declared dimension set needs (dropped).", &[]),
-            dropped: h.counter("declined_points", "Points dropped by a metric declaration or drop_unmatched.", &[]),
-            dimensions_capped: h.counter("dimensions_capped_points", "Points with more than 30 attributes whose default dimension set was cut to 30 (the rest stay members).", &[]),
-            unsupported: h.counter("unconverted_points", "Exponential histograms (not converted).", &[]),
-            oversized: h.counter("oversized_points", "Values that fit no event or request even alone (dropped).", &[]),
-            conflicts: h.counter("name_conflict_points", "Metrics named like one of their dimensions (dropped).", &[]),
-        }
-    }
-
-    pub fn add(&self, c: &Converted) {
-        self.non_finite.inc_by(c.non_finite);
-        self.out_of_window.inc_by(c.out_of_window);
-        self.baselines.inc_by(c.baselines);
-        self.no_dimensions.inc_by(c.no_dimensions);
-        self.dropped.inc_by(c.dropped);
-        self.dimensions_capped.inc_by(c.dimensions_capped);
-        self.unsupported.inc_by(c.unsupported);
     }
 }
 

@@ -15,8 +15,9 @@
 //! dropped and counted (CloudWatch refuses them). Throttling, 5xx and connection failures
 //! are retried by the sending queue; a retry resumes after the requests already accepted.
 
-use super::emf::{own_and_shape, Counters};
-use super::{convert, AwsTarget, DeltaState, Prepared, Sample, Shape, Value};
+use super::{
+    convert, own_and_shape, AwsTarget, Counters, DeltaState, Prepared, Sample, Shape, Value,
+};
 use crate::component::{BuildContext, BuildError, ComponentId, ExportError, Exporter};
 use crate::component::{ExporterConfig, Kind, Signal};
 use crate::config::{ConfigError, HumanDuration, Source};
