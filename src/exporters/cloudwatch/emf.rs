@@ -24,12 +24,11 @@
 //! `<name>.count` (Count), `<name>.sum`, `<name>.min` and `<name>.max` of the interval.
 
 use super::{
-    convert, own_and_shape, AwsTarget, Counters, DeltaState, Prepared, Sample, Shape, Value,
+    own_and_shape, samples_of, AwsTarget, Counters, DeltaState, Prepared, Sample, Shape, Value,
 };
 use crate::component::{BuildContext, BuildError, ComponentId, ExportError, Exporter};
 use crate::component::{ExporterConfig, Kind, Signal};
 use crate::config::{ConfigError, HumanDuration, Source};
-use crate::pipeline::data::Decoded;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
 use futures_util::future::BoxFuture;
@@ -163,19 +162,12 @@ impl ExporterConfig for EmfConfig {
         vec![Signal::Metrics]
     }
 
-    /// One request at a time: cumulative sums become deltas in arrival order.
     fn sending(&self) -> SendingSettings {
-        let mut queue = self.own.sending_queue.clone().unwrap_or_default();
-        if self.own.sending_queue.is_none() {
-            queue.num_consumers = 1;
-        }
-        SendingSettings {
-            queue,
-            retry: self.own.retry_on_failure.clone().unwrap_or_default(),
-            // `timeout` bounds each AWS call; one export may make several (a payload
-            // split into requests), so the export as a whole gets ten times as long.
-            timeout: self.own.timeout.get() * super::CALLS_PER_EXPORT_TIMEOUT,
-        }
+        super::sending_settings(
+            &self.own.sending_queue,
+            &self.own.retry_on_failure,
+            self.own.timeout,
+        )
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
@@ -290,17 +282,7 @@ impl Exporter for EmfExporter {
 
 impl Inner {
     fn prepare(&self, payload: &Payload) -> Result<Vec<Event>, ExportError> {
-        let req = match payload.decoded() {
-            Ok(Decoded::Metrics(req)) => req,
-            Ok(_) => return Ok(Vec::new()),
-            Err(e) => return Err(ExportError::permanent(format!("undecodable metrics: {e}"))),
-        };
-        let mut samples = Vec::new();
-        let converted = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            convert(&req, &self.shape, &mut state, &mut samples)
-        };
-        self.counters.add(&converted);
+        let samples = samples_of(payload, &self.shape, &self.state, &self.counters)?;
         let mut laid = layout(&samples, self.max_event_bytes);
         self.counters.oversized.inc_by(laid.oversized);
         self.counters.conflicts.inc_by(laid.conflicts);
@@ -310,17 +292,7 @@ impl Inner {
     }
 
     async fn export(&self, payload: &Arc<Payload>) -> Result<(), ExportError> {
-        let mut failed = None;
-        let (events, done) = self.prepared.get(payload, || match self.prepare(payload) {
-            Ok(e) => e,
-            Err(e) => {
-                failed = Some(e);
-                Vec::new()
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        let (events, done) = self.prepared.get(payload, || self.prepare(payload))?;
         if events.len() <= done {
             return Ok(());
         }

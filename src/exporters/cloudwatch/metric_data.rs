@@ -16,12 +16,11 @@
 //! are retried by the sending queue; a retry resumes after the requests already accepted.
 
 use super::{
-    convert, own_and_shape, AwsTarget, Counters, DeltaState, Prepared, Sample, Shape, Value,
+    own_and_shape, samples_of, AwsTarget, Counters, DeltaState, Prepared, Sample, Shape, Value,
 };
 use crate::component::{BuildContext, BuildError, ComponentId, ExportError, Exporter};
 use crate::component::{ExporterConfig, Kind, Signal};
 use crate::config::{ConfigError, HumanDuration, Source};
-use crate::pipeline::data::Decoded;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
 use aws_sdk_cloudwatch::primitives::DateTime;
@@ -92,19 +91,12 @@ impl ExporterConfig for CloudWatchConfig {
         vec![Signal::Metrics]
     }
 
-    /// One request at a time: cumulative sums become deltas in arrival order.
     fn sending(&self) -> SendingSettings {
-        let mut queue = self.own.sending_queue.clone().unwrap_or_default();
-        if self.own.sending_queue.is_none() {
-            queue.num_consumers = 1;
-        }
-        SendingSettings {
-            queue,
-            retry: self.own.retry_on_failure.clone().unwrap_or_default(),
-            // `timeout` bounds each AWS call; one export may make several (a payload
-            // split into requests), so the export as a whole gets ten times as long.
-            timeout: self.own.timeout.get() * super::CALLS_PER_EXPORT_TIMEOUT,
-        }
+        super::sending_settings(
+            &self.own.sending_queue,
+            &self.own.retry_on_failure,
+            self.own.timeout,
+        )
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
@@ -166,32 +158,12 @@ impl Inner {
     }
 
     fn prepare(&self, payload: &Payload) -> Result<Vec<Request>, ExportError> {
-        let req = match payload.decoded() {
-            Ok(Decoded::Metrics(req)) => req,
-            Ok(_) => return Ok(Vec::new()),
-            Err(e) => return Err(ExportError::permanent(format!("undecodable metrics: {e}"))),
-        };
-        let mut samples = Vec::new();
-        let converted = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            convert(&req, &self.shape, &mut state, &mut samples)
-        };
-        self.counters.add(&converted);
+        let samples = samples_of(payload, &self.shape, &self.state, &self.counters)?;
         Ok(requests(&samples))
     }
 
     async fn export(&self, payload: &Arc<Payload>) -> Result<(), ExportError> {
-        let mut failed = None;
-        let (reqs, done) = self.prepared.get(payload, || match self.prepare(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                failed = Some(e);
-                Vec::new()
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        let (reqs, done) = self.prepared.get(payload, || self.prepare(payload))?;
         if reqs.len() <= done {
             return Ok(());
         }

@@ -475,6 +475,52 @@ impl Counters {
     }
 }
 
+/// The sending settings of a CloudWatch exporter: one request at a time unless
+/// `sending_queue` says otherwise (cumulative sums become deltas in arrival order), and an
+/// export bounded by [`CALLS_PER_EXPORT_TIMEOUT`] × the per-call `timeout` (a payload split
+/// into several calls must not be cut short after AWS accepted some of them).
+pub fn sending_settings(
+    queue: &Option<crate::pipeline::sending::QueueConfig>,
+    retry: &Option<crate::pipeline::sending::RetryConfig>,
+    timeout: crate::config::HumanDuration,
+) -> crate::pipeline::sending::SendingSettings {
+    let mut q = queue.clone().unwrap_or_default();
+    if queue.is_none() {
+        q.num_consumers = 1;
+    }
+    crate::pipeline::sending::SendingSettings {
+        queue: q,
+        retry: retry.clone().unwrap_or_default(),
+        timeout: timeout.get() * CALLS_PER_EXPORT_TIMEOUT,
+    }
+}
+
+/// The samples of a metrics payload (none for another signal), with the conversion's
+/// counts added to `counters`.
+pub fn samples_of(
+    payload: &Payload,
+    shape: &Shape,
+    state: &Mutex<DeltaState>,
+    counters: &Counters,
+) -> Result<Vec<Sample>, crate::component::ExportError> {
+    let req = match payload.decoded() {
+        Ok(crate::pipeline::data::Decoded::Metrics(req)) => req,
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(crate::component::ExportError::permanent(format!(
+                "undecodable metrics: {e}"
+            )))
+        }
+    };
+    let mut samples = Vec::new();
+    let converted = {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        convert(&req, shape, &mut state, &mut samples)
+    };
+    counters.add(&converted);
+    Ok(samples)
+}
+
 /// What one sample carries.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
@@ -1033,13 +1079,17 @@ impl<T> Prepared<T> {
     }
 
     /// The prepared form of `payload` and how many of its parts were delivered,
-    /// preparing it with `prepare` the first time.
-    pub fn get(&self, payload: &Arc<Payload>, prepare: impl FnOnce() -> T) -> (Arc<T>, usize) {
+    /// preparing it with `prepare` the first time; a preparation that fails keeps nothing.
+    pub fn get(
+        &self,
+        payload: &Arc<Payload>,
+        prepare: impl FnOnce() -> Result<T, crate::component::ExportError>,
+    ) -> Result<(Arc<T>, usize), crate::component::ExportError> {
         let weak = Arc::downgrade(payload);
         if let Some(e) = self.lock().iter().find(|e| Weak::ptr_eq(&e.payload, &weak)) {
-            return (e.prepared.clone(), e.done);
+            return Ok((e.prepared.clone(), e.done));
         }
-        let prepared = Arc::new(prepare());
+        let prepared = Arc::new(prepare()?);
         let mut entries = self.lock();
         // Payloads given up (or dropped from a full queue) are gone: forget them.
         entries.retain(|e| e.payload.strong_count() > 0);
@@ -1048,7 +1098,7 @@ impl<T> Prepared<T> {
             prepared: prepared.clone(),
             done: 0,
         });
-        (prepared, 0)
+        Ok((prepared, 0))
     }
 
     /// Records that the first `done` parts of `payload` were delivered.

@@ -422,21 +422,29 @@ fn prepared_once_per_payload_and_resumed() {
     let mk = || Arc::new(Payload::from_encoded(Signal::Metrics, bytes::Bytes::new()).unwrap());
     let a = mk();
     let mut calls = 0;
-    let (v, done) = prepared.get(&a, || {
-        calls += 1;
-        vec![1, 2, 3]
-    });
+    let (v, done) = prepared
+        .get(&a, || {
+            calls += 1;
+            Ok(vec![1, 2, 3])
+        })
+        .unwrap();
     assert_eq!((v.len(), done), (3, 0));
     prepared.advance(&a, 2);
-    let (_, done) = prepared.get(&a, || {
-        calls += 1;
-        vec![]
-    });
+    let (_, done) = prepared
+        .get(&a, || {
+            calls += 1;
+            Ok(vec![])
+        })
+        .unwrap();
     assert_eq!((done, calls), (2, 1));
     // Another payload is prepared on its own, even at a reused address.
     drop(a);
     let b = mk();
-    let (v, done) = prepared.get(&b, || vec![9]);
+    // A preparation that fails keeps nothing.
+    assert!(prepared
+        .get(&b, || Err(crate::component::ExportError::permanent("bad")))
+        .is_err());
+    let (v, done) = prepared.get(&b, || Ok(vec![9])).unwrap();
     assert_eq!((v.as_slice(), done), (&[9][..], 0));
     prepared.finish(&b);
     assert!(prepared.is_empty());
