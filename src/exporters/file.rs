@@ -16,6 +16,7 @@ use crate::pipeline::data::Decoded;
 use crate::pipeline::sending::SendingSettings;
 use crate::pipeline::Payload;
 use futures_util::future::BoxFuture;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -124,9 +125,7 @@ fn recent_uids(path: &Path) -> HashSet<String> {
         lines.next(); // cut by the window
     }
     for line in lines.filter(|l| !l.is_empty()) {
-        let Ok(req) = json::from_slice::<
-            opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
-        >(line) else {
+        let Ok(req) = json::from_slice::<ExportLogsServiceRequest>(line) else {
             continue;
         };
         for r in req
@@ -143,12 +142,12 @@ fn recent_uids(path: &Path) -> HashSet<String> {
     uids
 }
 
-/// `payload` without the log records whose uid is in `written`, and how many were left
-/// out; `None` when nothing is left out.
-fn without_repeats(payload: &Payload, written: &HashSet<String>) -> Option<(Payload, u64)> {
-    let Ok(Decoded::Logs(req)) = payload.decoded() else {
-        return None;
-    };
+/// `req` without the log records whose uid is in `written`, and how many were left
+/// out; `None` when none is.
+fn without_repeats(
+    req: &ExportLogsServiceRequest,
+    written: &HashSet<String>,
+) -> Option<(ExportLogsServiceRequest, u64)> {
     let repeated = |r: &opentelemetry_proto::tonic::logs::v1::LogRecord| {
         crate::otlp::get_str(&r.attributes, RECORD_UID).is_some_and(|u| written.contains(u))
     };
@@ -162,7 +161,7 @@ fn without_repeats(payload: &Payload, written: &HashSet<String>) -> Option<(Payl
     if n == 0 {
         return None;
     }
-    let mut req = (*req).clone();
+    let mut req = req.clone();
     for rl in &mut req.resource_logs {
         for sl in &mut rl.scope_logs {
             sl.log_records.retain(|r| !repeated(r));
@@ -170,7 +169,7 @@ fn without_repeats(payload: &Payload, written: &HashSet<String>) -> Option<(Payl
         rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
     }
     req.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
-    Some((Payload::Logs(req), n))
+    Some((req, n))
 }
 
 /// One OTLP/JSON line for a payload; NaN and infinities are written as the proto3 JSON
@@ -179,14 +178,39 @@ pub fn json_line(p: &Payload) -> Result<Vec<u8>, String> {
     let decoded = p
         .decoded()
         .map_err(|e| format!("payload does not decode: {e}"))?;
-    let mut line = match decoded {
-        Decoded::Traces(r) => json::to_vec(&*r),
-        Decoded::Metrics(r) => json::to_vec(&*r),
-        Decoded::Logs(r) => json::to_vec(&*r),
+    decoded_line(&decoded)
+}
+
+fn decoded_line(d: &Decoded<'_>) -> Result<Vec<u8>, String> {
+    let mut line = match d {
+        Decoded::Traces(r) => json::to_vec(&**r),
+        Decoded::Metrics(r) => json::to_vec(&**r),
+        Decoded::Logs(r) => json::to_vec(&**r),
     }
     .map_err(|e| format!("cannot write OTLP/JSON: {e}"))?;
     line.push(b'\n');
     Ok(line)
+}
+
+/// The line for `payload` without the log records whose uid is in `written` (decoded
+/// once), and how many were left out; `None` when nothing is left to write.
+fn line_without_repeats(
+    payload: &Payload,
+    written: &HashSet<String>,
+) -> Result<(Option<Vec<u8>>, u64), String> {
+    let decoded = payload
+        .decoded()
+        .map_err(|e| format!("payload does not decode: {e}"))?;
+    if let Decoded::Logs(req) = &decoded {
+        if let Some((rest, n)) = without_repeats(req, written) {
+            if rest.resource_logs.is_empty() {
+                return Ok((None, n));
+            }
+            return decoded_line(&Decoded::Logs(std::borrow::Cow::Owned(rest)))
+                .map(|l| (Some(l), n));
+        }
+    }
+    decoded_line(&decoded).map(|l| (Some(l), 0))
 }
 
 impl Exporter for FileExporter {
@@ -196,17 +220,17 @@ impl Exporter for FileExporter {
         let (written, repeats) = (self.written.clone(), self.repeats.clone());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let mut payload = payload;
-                if !written.is_empty() {
-                    if let Some((rest, n)) = without_repeats(&payload, &written) {
-                        repeats.inc_by(n);
-                        if rest.is_empty() {
-                            return Ok(());
-                        }
-                        payload = Arc::new(rest);
+                let line = if written.is_empty() {
+                    json_line(&payload).map_err(ExportError::permanent)?
+                } else {
+                    let (line, n) =
+                        line_without_repeats(&payload, &written).map_err(ExportError::permanent)?;
+                    repeats.inc_by(n);
+                    match line {
+                        Some(line) => line,
+                        None => return Ok(()),
                     }
-                }
-                let line = json_line(&payload).map_err(ExportError::permanent)?;
+                };
                 let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
                 w.write_all(&line)
                     .and_then(|_| w.flush())
@@ -268,12 +292,10 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(written, want);
-        // A repeat of the last batch plus a new record: only the new one remains.
-        let (rest, n) = without_repeats(&logs(&["f:10", "f:20", "f:30"]), &written).unwrap();
+        // A repeat of the last batch plus a new record: only the new one is written.
+        let (line, n) = line_without_repeats(&logs(&["f:10", "f:20", "f:30"]), &written).unwrap();
         assert_eq!(n, 2);
-        let Ok(Decoded::Logs(req)) = rest.decoded() else {
-            panic!()
-        };
+        let req: ExportLogsServiceRequest = json::from_slice(&line.unwrap()).unwrap();
         let left: Vec<&str> = req.resource_logs[0].scope_logs[0]
             .log_records
             .iter()
@@ -281,9 +303,11 @@ mod tests {
             .collect();
         assert_eq!(left, ["f:30"]);
         // Nothing repeated: the payload is written as it is.
-        assert!(without_repeats(&logs(&["g:0"]), &written).is_none());
-        // A whole repeat leaves nothing.
-        let (rest, n) = without_repeats(&logs(&["f:0"]), &written).unwrap();
-        assert_eq!((rest.is_empty(), n), (true, 1));
+        let fresh = logs(&["g:0"]);
+        let (line, n) = line_without_repeats(&fresh, &written).unwrap();
+        assert_eq!((line.unwrap(), n), (json_line(&fresh).unwrap(), 0));
+        // A whole repeat leaves nothing to write.
+        let (line, n) = line_without_repeats(&logs(&["f:0"]), &written).unwrap();
+        assert_eq!((line, n), (None, 1));
     }
 }
