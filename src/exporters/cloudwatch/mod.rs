@@ -750,12 +750,19 @@ pub fn convert(
         }
         // Values.
         let (unit, scale) = cloudwatch_unit(&metric.unit);
+        // The point's (resource, attributes), hashed once: it keys the shared members, and
+        // with the metric's name the cumulative series.
+        let attrs_key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&resource_hash, &mut h);
+            hash_attrs(&mut h, p.attributes());
+            std::hash::Hasher::finish(&h)
+        };
         let series_key = || {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            resource_hash.hash(&mut h);
+            attrs_key.hash(&mut h);
             metric.name.hash(&mut h);
-            hash_attrs(&mut h, p.attributes());
             h.finish()
         };
         let time = p.time_unix_nano();
@@ -860,12 +867,6 @@ pub fn convert(
         }
         // Dimensions and members: one shared list per (resource, attribute set), so that
         // the points of one series share it (EMF groups them by it).
-        let attrs_key = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(&resource_hash, &mut h);
-            hash_attrs(&mut h, p.attributes());
-            std::hash::Hasher::finish(&h)
-        };
         let members = members_cache
             .entry(attrs_key)
             .or_insert_with(|| {
@@ -894,12 +895,9 @@ pub fn convert(
             c.non_finite += 1;
             return;
         }
-        let forms: Vec<Option<(usize, &Declaration)>> = if decls.is_empty() {
-            vec![None]
-        } else {
-            decls.into_iter().map(Some).collect()
-        };
-        for decl in forms {
+        // Each matching declaration's form, or the default form when none matches.
+        for k in 0..decls.len().max(1) {
+            let decl = decls.get(k).copied();
             let declared = decl.and_then(|(i, d)| d.dimensions.as_ref().map(|s| (i, s)));
             let sets: Arc<Vec<Vec<String>>> = match (declared, &default_sets) {
                 (Some((i, s)), _) => decl_sets
