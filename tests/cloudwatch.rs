@@ -11,6 +11,7 @@ use common::aws_proxy::AwsProxy;
 use common::emf::check_event;
 use common::moto::Moto;
 use common::{eventually, free_port, python, Collector};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -20,34 +21,19 @@ use tradewatch::otlp::{attr, MetricsBuilder, Temporality};
 
 const MAX_EVENT: usize = 262_144;
 
-fn post_metrics(
-    port: u16,
-    req: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
-) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/metrics");
-    let status = rt
-        .block_on(async {
-            reqwest::Client::new()
-                .post(&url)
-                .header("content-type", "application/x-protobuf")
-                .body(req.encode_to_vec())
-                .send()
-                .await
-        })
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
-        .status();
-    assert_eq!(status, 200, "POST {url}");
+fn post_metrics(port: u16, req: &ExportMetricsServiceRequest) {
+    let status = common::post_otlp(
+        port,
+        "metrics",
+        "application/x-protobuf",
+        req.encode_to_vec(),
+    );
+    assert_eq!(status, 200, "POST /v1/metrics");
 }
 
 /// 250 gauges sharing 40 attributes (one EMF group that must split), and `series`
 /// single-metric series (many events: several PutLogEvents calls).
-fn wide_and_many(
-    series: usize,
-) -> Vec<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest> {
+fn wide_and_many(series: usize) -> Vec<ExportMetricsServiceRequest> {
     let t = SystemTime::now();
     let attrs: Vec<_> = (0..40)
         .map(|i| attr(format!("attr{i:02}"), format!("value-{i}")))

@@ -47,20 +47,7 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
 
     // Data sent to the default OTLP/HTTP port lands in out/telemetry.jsonl.
     let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"smoke"}}]},"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"smoke","kind":1,"startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{http}/v1/traces"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let code = common::post_otlp(http, "traces", "application/json", body);
     assert_eq!(code, 200);
     let out = c.path("out/telemetry.jsonl");
     eventually(
@@ -173,22 +160,7 @@ fn self_telemetry_passes_promtool_and_speaks_openmetrics_when_asked() {
         "[receivers.otlp]\ngrpc = \"127.0.0.1:{grpc}\"\nhttp = \"off\"\n[processors.batch]\n[exporters.nop]\n[service]\nhttp = \"127.0.0.1:{service}\"\n[service.pipelines.traces]\nreceivers = [\"otlp\"]\nprocessors = [\"batch\"]\nexporters = [\"nop\"]\n"
     );
     let c = Collector::start(&cfg, service);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let get = |accept: &str| {
-        rt.block_on(async {
-            let r = reqwest::Client::new()
-                .get(format!("http://{}/metrics", c.service))
-                .header("accept", accept)
-                .send()
-                .await
-                .unwrap();
-            let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-            (ct, r.text().await.unwrap())
-        })
-    };
+    let get = |accept: &str| common::get_accepting(c.service, "/metrics", accept);
     let (ct, text) = get("text/plain");
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     assert!(!text.contains("# EOF"));

@@ -142,18 +142,21 @@ fn numbered_uids(out: &Path) -> Vec<(i64, u64, u64)> {
     v
 }
 
+/// The file entries of `logtail/t`'s checkpoint (none before the first one is written).
+fn checkpoint_files(c: &Collector) -> Vec<serde_json::Value> {
+    let p = c.path("cp/receiver/logtail%2Ft/checkpoints.json");
+    let Ok(text) = fs::read_to_string(p) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).expect("checkpoint is JSON");
+    v["files"].as_array().expect("checkpoint files").clone()
+}
+
 /// What a checkpoint says was delivered: file id → (committed prefix, ranges beyond).
 type Delivered = BTreeMap<u64, (u64, Vec<(u64, u64)>)>;
 
 fn checkpoint_delivered(c: &Collector) -> Delivered {
-    let p = c.path("cp/receiver/logtail%2Ft/checkpoints.json");
-    let Ok(text) = fs::read_to_string(p) else {
-        return Delivered::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).expect("checkpoint is JSON");
-    v["files"]
-        .as_array()
-        .unwrap()
+    checkpoint_files(c)
         .iter()
         .map(|f| {
             let done = f["done"]
@@ -294,14 +297,7 @@ checkpoint_dir = "cp""#;
 }
 
 fn checkpoint_committed(c: &Collector) -> Vec<(String, u64)> {
-    let p = c.path("cp/receiver/logtail%2Ft/checkpoints.json");
-    let Ok(text) = fs::read_to_string(p) else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).expect("checkpoint is JSON");
-    v["files"]
-        .as_array()
-        .unwrap()
+    checkpoint_files(c)
         .iter()
         .map(|f| {
             (

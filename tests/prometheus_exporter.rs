@@ -15,25 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn scrape(addr: SocketAddr, accept: &str) -> (String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .get(format!("http://{addr}/metrics"))
-            .header("accept", accept)
-            .send()
-            .await
-            .expect("scrape");
-        let ct = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (ct, r.text().await.unwrap())
-    })
+    common::get_accepting(addr, "/metrics", accept)
 }
 
 /// A real Prometheus server scraping `target` every second, killed on drop.
@@ -316,21 +298,8 @@ exporters = ["prometheus"]
     );
     let c = Collector::start(&config, service);
     let body = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"exp"}}]},"scopeMetrics":[{"metrics":[{"name":"short.lived","gauge":{"dataPoints":[{"asDouble":1.5,"timeUnixNano":"1"}]}}]}]}]}"#;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{http}/v1/metrics"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(status.as_u16(), 200);
+    let status = common::post_otlp(http, "metrics", "application/json", body);
+    assert_eq!(status, 200);
     // Watched through tradewatch's own telemetry: the exporter is never scraped.
     let series = |c: &Collector| -> f64 {
         c.metrics()

@@ -569,3 +569,49 @@ pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// POSTs an OTLP/HTTP body for `signal` (`traces`, `metrics`, `logs`) to the receiver on
+/// `port`; returns the status.
+pub fn post_otlp(port: u16, signal: &str, content_type: &str, body: impl Into<Vec<u8>>) -> u16 {
+    let url = format!("http://127.0.0.1:{port}/v1/{signal}");
+    let body = body.into();
+    block_on(async {
+        reqwest::Client::new()
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+    })
+    .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    .status()
+    .as_u16()
+}
+
+/// GETs `path` from `addr` with an `Accept` header; returns the content type and body.
+pub fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (String, String) {
+    let url = format!("http://{addr}{path}");
+    block_on(async {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (ct, r.text().await.unwrap_or_default())
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+        .block_on(f)
+}
