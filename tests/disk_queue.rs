@@ -460,3 +460,44 @@ fn batches_are_delivered_in_queue_order_across_restarts() {
     let firsts: Vec<usize> = order.into_iter().filter(|n| seen.insert(*n)).collect();
     assert_eq!(firsts, (0..75).collect::<Vec<_>>());
 }
+
+/// Acceptance 3 with a real full disk: the queue's next segment is `/dev/full`, so every
+/// write fails with ENOSPC. A holds what it accepted (nothing is answered as queued),
+/// `/status` says why, and once the disk has room again everything accepted arrives.
+#[test]
+fn a_disk_that_is_full_holds_what_was_accepted_until_there_is_room() {
+    let rt = rt();
+    let p = Ports::new();
+    let a = Collector::start(&relay(&p, false, "", ""), p.a_service);
+    let dir = a.path("data/exporter/otlp%2Fout/queue");
+    let seg = dir.join("00000000000000000001.seg");
+    std::os::unix::fs::symlink("/dev/full", &seg).expect("symlink to /dev/full");
+    let ok = send(&rt, p.a_grpc, 0..2, 3, 10);
+    assert!(
+        ok.is_empty(),
+        "nothing can be queued on a full disk: {ok:?}"
+    );
+    let st = exporter_status(&a);
+    let detail = st["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("No space left on device"), "{st}");
+    assert_eq!(st["state"], "degraded", "{st}");
+    assert!(
+        a.metric(r#"tradewatch_exporter_queue_write_errors_total{exporter="otlp/out"}"#) >= 1.0
+    );
+    let accepted =
+        a.metric(r#"tradewatch_receiver_accepted_items_total{receiver="otlp",signal="traces"}"#);
+    assert!(accepted >= 3.0, "the first request got into the pipeline");
+    // Room again.
+    std::fs::remove_file(&seg).unwrap();
+    let b = sink(&p);
+    common::eventually(Duration::from_secs(30), "everything accepted at B", || {
+        received(&b).len() as f64 >= accepted
+    });
+    assert_eq!(received(&b).len() as f64, accepted);
+    common::eventually(Duration::from_secs(10), "the write error cleared", || {
+        !exporter_status(&a)["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space")
+    });
+}

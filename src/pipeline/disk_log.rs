@@ -262,6 +262,13 @@ impl DiskLog {
         let mut total_bytes = 0;
         let newest = ids.last().map(|(id, _)| *id);
         for (id, path) in ids {
+            if !std::fs::symlink_metadata(&path)?.is_file() {
+                // Never read through a link or a device (/dev/zero would never end).
+                rec.corrupt_records += 1;
+                rec.problems
+                    .push(format!("ignored {}: not a regular file", path.display()));
+                continue;
+            }
             let buf = std::fs::read(&path)?;
             let name = segment_name(id);
             let mut live = 0;
@@ -446,8 +453,11 @@ impl DiskLog {
             .and_then(|_| file.write_all(payload))
             .and_then(|_| file.flush());
         if let Err(e) = written {
-            // Cut what got written, so the next append starts on a record boundary.
+            // Cut what got written, and leave this segment: the next append starts a new
+            // one (the file position is past the cut), so no record follows a gap.
             let _ = file.set_len(offset);
+            let _ = file.sync_data();
+            self.active = None;
             return Err(AppendError::Io(e));
         }
         seg.bytes += need;
@@ -796,6 +806,40 @@ mod tests {
         let next = log.append(Signal::Traces, 1, b"after").unwrap();
         assert_eq!(next.seq, 10, "the torn record never counted");
         assert_eq!(log.read(&next).unwrap(), &b"after"[..]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_gap_and_the_log_goes_on() {
+        let d = dir();
+        let (mut log, _) = DiskLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
+        let first = log.append(Signal::Traces, 1, b"before").unwrap();
+        // The next segment is a disk that is full: every write fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", d.path().join(segment_name(2))).unwrap();
+        log.active = None; // as after a roll
+        let err = log.append(Signal::Traces, 1, b"lost").unwrap_err();
+        assert!(
+            matches!(&err, AppendError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC)),
+            "{err}"
+        );
+        assert!(
+            log.append(Signal::Traces, 1, b"lost").is_err(),
+            "still full"
+        );
+        // Room again: the next append starts a fresh segment.
+        std::fs::remove_file(d.path().join(segment_name(2))).unwrap();
+        let after = log.append(Signal::Traces, 1, b"after").unwrap();
+        assert_eq!(after.seq, 2, "a failed append takes no sequence number");
+        drop(log);
+        let (mut log, rec) = DiskLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
+        assert_eq!(
+            (rec.corrupt_records, rec.torn_records),
+            (0, 0),
+            "{:?}",
+            rec.problems
+        );
+        let got: Vec<Bytes> = rec.pending.iter().map(|e| log.read(e).unwrap()).collect();
+        assert_eq!(got, vec![&b"before"[..], &b"after"[..]]);
+        let _ = first;
     }
 
     #[test]
