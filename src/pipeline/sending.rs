@@ -669,6 +669,26 @@ async fn send_one(
     }
 }
 
+/// Waits for a free sender, then for the next item (`next`, polled only once a sender
+/// is free); `None` at the hard stop or once the queue is finished.
+async fn next_turn<T>(
+    limit: &Arc<Semaphore>,
+    hard_stop: &CancellationToken,
+    next: impl std::future::Future<Output = Option<T>>,
+) -> Option<(tokio::sync::OwnedSemaphorePermit, T)> {
+    let permit = tokio::select! {
+        biased;
+        _ = hard_stop.cancelled() => return None,
+        p = limit.clone().acquire_owned() => p.ok()?,
+    };
+    let item = tokio::select! {
+        biased;
+        _ = hard_stop.cancelled() => return None,
+        item = next => item?,
+    };
+    Some((permit, item))
+}
+
 /// Starts an exporter's sending loop; returns the handle pipelines send to and the task
 /// that ends once every pipeline has dropped its handle and the queue is drained.
 /// A memory queue; see [`spawn_disk`] for `storage = "disk"`.
@@ -707,21 +727,8 @@ pub fn spawn(
         loop {
             // A sender is free before an item is taken, so everything not in flight
             // stays in the queue, where `drop_oldest` can reach it.
-            let permit = tokio::select! {
-                biased;
-                _ = hard_stop.cancelled() => break,
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let item = tokio::select! {
-                biased;
-                _ = hard_stop.cancelled() => break,
-                item = rx.queue.pop() => match item {
-                    Some(item) => item,
-                    None => break,
-                },
+            let Some((permit, item)) = next_turn(&limit, &hard_stop, rx.queue.pop()).await else {
+                break;
             };
             counters.queue_size.dec();
             let svc = service.clone();

@@ -16,7 +16,9 @@
 //! flight at a crash are sent again (counted in `replayed_items`): at least once, with
 //! duplicates bounded by `num_consumers`.
 
-use super::{send_one, sender, Counters, Destination, ExportItem, ExporterHandle, Fsync, Outcome};
+use super::{
+    next_turn, send_one, sender, Counters, Destination, ExportItem, ExporterHandle, Fsync, Outcome,
+};
 use super::{SendingSettings, State};
 use crate::component::Exporter;
 use crate::pipeline::ack::{delivered_all, Ack};
@@ -253,21 +255,8 @@ pub async fn spawn_disk(
     let task = tokio::spawn(async move {
         let in_flight = TaskTracker::new();
         loop {
-            let permit = tokio::select! {
-                biased;
-                _ = hard_stop.cancelled() => break,
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let entry = tokio::select! {
-                biased;
-                _ = hard_stop.cancelled() => break,
-                e = shared.next() => match e {
-                    Some(e) => e,
-                    None => break,
-                },
+            let Some((permit, entry)) = next_turn(&limit, &hard_stop, shared.next()).await else {
+                break;
             };
             counters.queue_size.dec();
             // One record from the page cache (or the disk, after a restart), read here
