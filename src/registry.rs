@@ -14,6 +14,7 @@ pub fn builtin() -> Registry {
             ("freqtrade", crate::receivers::freqtrade::parse),
             ("logtail", crate::receivers::logtail::parse),
             ("healthcheck", crate::receivers::healthcheck::parse),
+            ("nats", crate::receivers::nats::parse),
         ],
         processors: vec![
             ("batch", crate::processors::batch::parse),
@@ -43,6 +44,7 @@ pub fn builtin() -> Registry {
             ("webhook", crate::exporters::webhook::parse),
             ("alertmanager", crate::exporters::alertmanager::parse),
             ("log", crate::exporters::log::parse),
+            ("nats", crate::exporters::nats::parse),
             #[cfg(feature = "aws")]
             ("sns", crate::exporters::sns::parse),
         ],

@@ -8,6 +8,7 @@ pub mod cloudwatch;
 pub mod debug;
 pub mod file;
 pub mod log;
+pub mod nats;
 pub mod nop;
 pub mod otlp;
 pub mod prometheus;

@@ -2,4 +2,5 @@
 //! reloading, and the accept loop with connection limits and timeouts.
 
 pub mod listener;
+pub mod nats;
 pub mod tls;

@@ -5,4 +5,5 @@ pub mod alerts;
 pub mod freqtrade;
 pub mod healthcheck;
 pub mod logtail;
+pub mod nats;
 pub mod otlp;

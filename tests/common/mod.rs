@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod aws_proxy;
 pub mod emf;
 pub mod moto;
+pub mod nats;
 pub mod stores;
 
 /// A loopback port nobody listens on now, and one this test process has never handed
