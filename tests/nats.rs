@@ -502,6 +502,7 @@ fn nats_unreachable_makes_the_exporter_retry_show_degraded_and_push_back() {
             && reason.contains("not connected to NATS")
             && reason.contains(&port.to_string())
         {
+            eprintln!("exporter DEGRADED: {reason}");
             break;
         }
         assert!(
@@ -647,5 +648,67 @@ fn poison_messages_are_counted_terminated_and_never_crash_a_replica() {
         g.logs().contains("poison message terminated"),
         "{}",
         g.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The shipped pipeline files, end to end.
+
+#[test]
+fn the_shipped_agent_and_gateway_pipelines_relay_through_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let url = nats.url();
+    // The upstream the gateways relay to: OTLP/gRPC into a file.
+    let (sink_grpc, sink_service) = (common::free_port(), common::free_port());
+    let sink = Collector::start(
+        &format!(
+            "[receivers.otlp]\ngrpc = \"127.0.0.1:{sink_grpc}\"\nhttp = \"off\"\n\
+             [exporters.file]\npath = \"out/gateway.jsonl\"\n[service]\nhttp = \"127.0.0.1:{sink_service}\"\n\
+             [service.pipelines.traces]\nreceivers = [\"otlp\"]\nexporters = [\"file\"]\n"
+        ),
+        sink_service,
+    );
+    let read = |name: &str| {
+        std::fs::read_to_string(common::repo_root().join("pipelines").join(name)).unwrap()
+    };
+    let gw_service = common::free_port();
+    let upstream = format!("http://127.0.0.1:{sink_grpc}");
+    let gw_http = format!("127.0.0.1:{gw_service}");
+    let _gateway = Collector::start_with_env(
+        &read("gateway-nats.toml"),
+        gw_service,
+        &[
+            ("NATS_URLS", url.as_str()),
+            ("JAEGER_OTLP", upstream.as_str()),
+            ("TRADEWATCH_SERVICE_HTTP", gw_http.as_str()),
+        ],
+    );
+    let (http, agent_service) = (common::free_port(), common::free_port());
+    let agent_http = format!("127.0.0.1:{http}");
+    let agent_status = format!("127.0.0.1:{agent_service}");
+    let _agent = Collector::start_with_env(
+        &read("agent-nats.toml"),
+        agent_service,
+        &[
+            ("NATS_URLS", url.as_str()),
+            ("TRADEWATCH_OTLP_GRPC", "off"),
+            ("TRADEWATCH_OTLP_HTTP", agent_http.as_str()),
+            ("TRADEWATCH_SERVICE_HTTP", agent_status.as_str()),
+        ],
+    );
+    let mut sender = Sender::new(http, 0x47, 25);
+    sender.send_ok(8, Duration::from_millis(10));
+    wait_all_arrived(
+        "every span at the upstream",
+        &sender.ids(),
+        &[&sink],
+        Duration::from_secs(60),
+    );
+    let lines = read_jsonl(&sink.path("out/gateway.jsonl"));
+    let (resource, _) = spans_in(&lines).into_iter().next().unwrap();
+    assert!(
+        common::attrs(&resource["attributes"]).contains_key("host.name"),
+        "the agent's resource processor ran: {resource}"
     );
 }

@@ -15,7 +15,8 @@ use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, HumanDuration, Secret, Source};
-use crate::net::nats::{self, Connection, ConnectionKeys, Events, StreamSettings, Urls};
+use crate::net::nats::{self, default_stream, default_subject};
+use crate::net::nats::{Connection, ConnectionKeys, Events, StreamSettings, Urls};
 use crate::net::tls::ClientTlsConfig;
 use crate::pipeline::sending::{QueueConfig, RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
@@ -62,14 +63,6 @@ pub struct NatsExporterConfig {
     pub sending_queue: QueueConfig,
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
-}
-
-pub(crate) fn default_stream() -> String {
-    "TELEMETRY".into()
-}
-
-pub(crate) fn default_subject() -> String {
-    "tradewatch.{signal}".into()
 }
 
 fn default_timeout() -> HumanDuration {

@@ -18,6 +18,16 @@ use std::time::Duration;
 /// The header that names the signal of a message (its subject may not).
 pub const SIGNAL_HEADER: &str = "Tradewatch-Signal";
 
+/// The stream both ends use unless told otherwise.
+pub fn default_stream() -> String {
+    "TELEMETRY".into()
+}
+
+/// Where each signal is published: `{signal}` becomes `traces`, `metrics` or `logs`.
+pub fn default_subject() -> String {
+    "tradewatch.{signal}".into()
+}
+
 /// `url = "nats://…"` or a list of a cluster's URLs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
