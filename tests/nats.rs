@@ -712,3 +712,43 @@ fn the_shipped_agent_and_gateway_pipelines_relay_through_jetstream() {
         "the agent's resource processor ran: {resource}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Configuration mistakes are named by key, before anything connects.
+
+#[test]
+fn bad_nats_settings_are_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[receivers.nats]
+url = "nats://127.0.0.1:4222"
+consumer = "a.b"
+user = "gateway"
+max_ack_pending = 0
+
+[exporters.nats]
+url = ["nats://127.0.0.1:4222", "http://[::1"]
+subject = "tradewatch.all"
+
+[service.pipelines.traces]
+receivers = ["nats"]
+exporters = ["nats"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+        .arg("validate")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for key in ["receivers.nats.password", "exporters.nats.url", "exporters.nats.subject"] {
+        assert!(text.contains(key), "no error names {key}:\n{text}");
+    }
+}

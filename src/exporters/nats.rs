@@ -179,8 +179,8 @@ impl Inner {
         if client.connection_state() != async_nats::connection::State::Connected {
             // Nothing would be acknowledged: say why at once and let the backoff run.
             return Err(ExportError::retryable(format!(
-                "cannot publish{}",
-                self.problem(client)
+                "cannot publish: {}",
+                self.problem(client).trim_start_matches("; ")
             )));
         }
         if !self.stream_ready.load(Ordering::Acquire) {
