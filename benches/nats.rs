@@ -130,7 +130,11 @@ fn main() {
     let _ = std::fs::write(&out, format!("[{}]\n", json.join(",\n")));
     println!("JSON: {}", out.display());
     drop(nats);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("logs and configs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 struct PhaseResult {
@@ -182,7 +186,15 @@ fn run_phase(
     connections: usize,
     secs: u64,
 ) -> PhaseResult {
+    // Every request different (the first span's id counts up): the `nats` exporter's
+    // message id follows the bytes, and JetStream stores an identical batch once.
     let body: Vec<u8> = request().encode_to_vec();
+    let marker = 0xA5A5_A5A5_A5A5_A5A5u64.to_be_bytes();
+    let at = body
+        .windows(8)
+        .position(|w| w == marker)
+        .expect("the marker span id");
+    let counter = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
@@ -198,13 +210,17 @@ fn run_phase(
                 let mut tasks = Vec::new();
                 for _ in 0..connections {
                     let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                    let counter = counter.clone();
                     let (accepted, stop) = (accepted.clone(), stop.clone());
                     tasks.push(tokio::spawn(async move {
                         while !stop.load(Ordering::Relaxed) {
+                            let mut b = body.clone();
+                            let n = counter.fetch_add(1, Ordering::Relaxed);
+                            b[at..at + 8].copy_from_slice(&n.to_be_bytes());
                             let r = client
                                 .post(&url)
                                 .header("content-type", "application/x-protobuf")
-                                .body(body.clone())
+                                .body(b)
                                 .send()
                                 .await;
                             match r {
@@ -276,7 +292,11 @@ fn request() -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceSer
     let spans = (0..SPANS_PER_REQUEST)
         .map(|i| Span {
             trace_id: vec![(i / 10) as u8 + 1; 16],
-            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            span_id: if i == 0 {
+                0xA5A5_A5A5_A5A5_A5A5u64.to_be_bytes().to_vec()
+            } else {
+                (i as u64 + 1).to_be_bytes().to_vec()
+            },
             name: format!("order.place.{}", i % 7),
             start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64 * 1000,
             end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64 * 1000,

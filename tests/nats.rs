@@ -748,7 +748,11 @@ exporters = ["nats"]
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    for key in ["receivers.nats.password", "exporters.nats.url", "exporters.nats.subject"] {
+    for key in [
+        "receivers.nats.password",
+        "exporters.nats.url",
+        "exporters.nats.subject",
+    ] {
         assert!(text.contains(key), "no error names {key}:\n{text}");
     }
 }
