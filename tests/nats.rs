@@ -53,13 +53,14 @@ http = "127.0.0.1:{service}"
     c
 }
 
-/// `nats` in (consumer `gateways`), a file out, every signal; `hold` puts a batch
-/// processor that holds data that long before exporting it.
+/// `nats` in (consumer `gateways`), a file out, every signal. With `stuck`, a second
+/// exporter to that port (a peer that never answers): batches are written to the file but
+/// never acknowledged, so the replica holds `max_ack_pending` exported, unacknowledged batches.
 fn gateway_config(
     service: u16,
     urls: &[String],
     max_ack_pending: usize,
-    hold: Option<&str>,
+    stuck: Option<u16>,
 ) -> String {
     let mut c = format!(
         r#"
@@ -70,10 +71,6 @@ max_ack_pending = {max_ack_pending}
 ack_wait = "2s"
 nak_delay = "300ms"
 
-[processors.batch]
-send_batch_size = 100000
-timeout = "{hold}"
-
 [exporters.file]
 path = "out/gateway.jsonl"
 
@@ -81,21 +78,26 @@ path = "out/gateway.jsonl"
 http = "127.0.0.1:{service}"
 "#,
         urls = toml_list(urls),
-        hold = hold.unwrap_or("1s"),
     );
-    let processors = if hold.is_some() { "[\"batch\"]" } else { "[]" };
+    let mut exporters = "[\"file\"]";
+    if let Some(port) = stuck {
+        c.push_str(&format!(
+            "\n[exporters.\"otlp/stuck\"]\nendpoint = \"http://127.0.0.1:{port}\"\nprotocol = \"http\"\ntimeout = \"10m\"\ncritical = false\n"
+        ));
+        exporters = "[\"file\", \"otlp/stuck\"]";
+    }
     for s in ["traces", "metrics", "logs"] {
         c.push_str(&format!(
-            "\n[service.pipelines.{s}]\nreceivers = [\"nats\"]\nprocessors = {processors}\nexporters = [\"file\"]\n"
+            "\n[service.pipelines.{s}]\nreceivers = [\"nats\"]\nexporters = {exporters}\n"
         ));
     }
     c
 }
 
-fn gateway(urls: &[String], max_ack_pending: usize, hold: Option<&str>) -> Collector {
+fn gateway(urls: &[String], max_ack_pending: usize, stuck: Option<u16>) -> Collector {
     let service = common::free_port();
     Collector::start(
-        &gateway_config(service, urls, max_ack_pending, hold),
+        &gateway_config(service, urls, max_ack_pending, stuck),
         service,
     )
 }
@@ -307,19 +309,32 @@ fn a_replica_killed_mid_run_loses_nothing_and_duplicates_stay_within_its_in_flig
     const IN_FLIGHT: usize = 4;
     const SPANS: usize = 10;
     let a = gateway(&urls, IN_FLIGHT, None);
-    // B holds each batch up to 1 s before exporting it: it always has messages in flight.
-    let mut b = gateway(&urls, IN_FLIGHT, Some("1s"));
+    // B writes every batch it takes to its file, but its second upstream never answers:
+    // it holds IN_FLIGHT exported, unacknowledged batches (and keeps them from being
+    // redelivered while it lives, by telling JetStream it is still working on them).
+    let stuck = common::BlackHole::start();
+    let mut b = gateway(&urls, IN_FLIGHT, Some(stuck.port));
 
     // Requests keep coming while B is killed.
     let sending = std::thread::spawn(move || {
         let mut sender = Sender::new(http, 0x42, SPANS);
-        sender.send_ok(300, Duration::from_millis(10));
+        sender.send_ok(600, Duration::from_millis(10));
         sender
     });
     eventually(
         Duration::from_secs(30),
-        "replica B exported something and holds more",
-        || !spans_of(&b).is_empty() && receiver_counter(&b, "in_flight_messages", "") > 0.0,
+        "replica B holding all it may",
+        || {
+            receiver_counter(&b, "in_flight_messages", "") == IN_FLIGHT as f64
+                && spans_of(&b).len() == IN_FLIGHT * SPANS
+        },
+    );
+    // Nothing may happen here: for longer than ack_wait, B's batches stay B's while it lives.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        receiver_counter(&a, "redelivered_messages_total", ""),
+        0.0,
+        "a live replica's batches were handed to another"
     );
     assert!(!sending.is_finished(), "the run ended before B was killed");
     b.kill();
@@ -356,12 +371,14 @@ fn a_replica_killed_mid_run_loses_nothing_and_duplicates_stay_within_its_in_flig
         duplicate_spans,
         duplicate_batches.len()
     );
-    assert!(
-        (1.0..=IN_FLIGHT as f64).contains(&redelivered),
-        "A counted {redelivered} redeliveries; B held 1 to {IN_FLIGHT} messages"
+    assert_eq!(
+        redelivered, IN_FLIGHT as f64,
+        "A counted {redelivered} redeliveries; B held {IN_FLIGHT} messages"
     );
-    assert!(
-        duplicate_batches.len() as f64 <= redelivered,
+    // B had exported them all: each is a duplicate, and each was counted.
+    assert_eq!(
+        duplicate_batches.len(),
+        IN_FLIGHT,
         "{} batches duplicated, {redelivered} redeliveries counted",
         duplicate_batches.len()
     );
