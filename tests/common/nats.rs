@@ -8,18 +8,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `nats-server` (`TRADEWATCH_NATS_SERVER` overrides), checked to run.
+/// `nats-server` (`TRADEWATCH_NATS_SERVER` overrides; else on PATH, else Debian's
+/// /usr/sbin), checked to run.
 pub fn nats_server_bin() -> PathBuf {
-    let p = std::env::var_os("TRADEWATCH_NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "nats-server".into());
-    let ok = Command::new(&p)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let runs = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let p = match std::env::var_os("TRADEWATCH_NATS_SERVER") {
+        Some(p) => PathBuf::from(p),
+        None => ["nats-server", "/usr/sbin/nats-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| runs(p))
+            .unwrap_or_else(|| "nats-server".into()),
+    };
     assert!(
-        ok,
+        runs(&p),
         "nats-server is missing: run scripts/test (it installs Debian's nats-server package) \
          or set TRADEWATCH_NATS_SERVER to a nats-server binary with JetStream (2.9+)"
     );
