@@ -773,3 +773,33 @@ exporters = ["nats"]
         assert!(text.contains(key), "no error names {key}:\n{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// With the shared disk queue, an agent that dies while NATS is down loses nothing either.
+
+#[test]
+fn an_agent_with_a_disk_queue_killed_while_nats_is_down_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let urls = vec![format!("nats://127.0.0.1:{port}")];
+    let (http, service) = (common::free_port(), common::free_port());
+    let extra = "[exporters.nats.sending_queue]\nstorage = \"disk\"\nfsync = \"always\"\n";
+    let config = agent_config(http, service, &urls, extra).replace(
+        "[receivers.otlp]\n",
+        "[receivers.otlp]\nwait_for_delivery = \"queued\"\n",
+    );
+    let mut agent = Collector::start(&config, service);
+    let mut sender = Sender::new(http, 0x48, 20);
+    // Answered once on disk, while no NATS server is up.
+    sender.send_ok(20, Duration::from_millis(5));
+    agent.kill();
+    let _nats = NatsServer::start_on(dir.path(), port);
+    let g = gateway(&urls, 16, None);
+    agent.start_again(&[]);
+    wait_all_arrived(
+        "everything the killed agent had queued on disk",
+        &sender.ids(),
+        &[&g],
+        Duration::from_secs(60),
+    );
+}
