@@ -631,15 +631,17 @@ fn poison_messages_are_counted_terminated_and_never_crash_a_replica() {
         let _ = stream.info().await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let info = stream
-                .consumer_info("gateways")
-                .await
-                .expect("consumer info");
-            if info.num_ack_pending == 0
-                && info.num_pending == 0
-                && info.ack_floor.stream_sequence >= 6
-            {
-                break info;
+            // The gateway creates its consumer just after the stream: it may not exist yet.
+            let info = stream.consumer_info("gateways").await;
+            match &info {
+                Ok(i)
+                    if i.num_ack_pending == 0
+                        && i.num_pending == 0
+                        && i.ack_floor.stream_sequence >= 6 =>
+                {
+                    break info.unwrap();
+                }
+                _ => {}
             }
             assert!(
                 Instant::now() < deadline,
