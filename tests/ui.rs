@@ -417,6 +417,15 @@ fn the_page_follows_the_demo_bot_shows_the_breach_and_loads_only_from_loopback()
         lag <= 2000.0,
         "the alert appeared {lag} ms after it was raised (must be within 2 s)"
     );
+    // The log channel's delivery result, on the alert.
+    eventually(
+        Duration::from_secs(10),
+        "the log channel's result on the alert",
+        || {
+            b.js(r#"return !!document.querySelector('li[data-alert-name="MaxDrawdownBreached"] [data-channel="log"][data-tone="ok"]')"#)
+            == json!(true)
+        },
+    );
     eventually(Duration::from_secs(10), "the card saying paused", || {
         panel(&b, "bot:demo")["badge"] == "paused"
     });

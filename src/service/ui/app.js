@@ -95,6 +95,12 @@
         tl.textContent = "limit " + s.limit + s.unit;
         svg.appendChild(tl);
       }
+      [[hi, 11], [lo, H - 3]].forEach(function (a) {
+        var t = document.createElementNS(SVG, "text");
+        t.setAttribute("class", "axis"); t.setAttribute("x", P); t.setAttribute("y", a[1]);
+        t.textContent = a[0].toFixed(Math.abs(a[0]) >= 100 ? 0 : 2);
+        svg.appendChild(t);
+      });
       var line = document.createElementNS(SVG, "polyline");
       line.setAttribute("class", "line");
       line.setAttribute("points", pts.map(function (p) { return x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1); }).join(" "));
