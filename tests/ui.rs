@@ -733,7 +733,7 @@ exporters = ["nop"]
     eventually(
         Duration::from_secs(30),
         "fresh polls after the restart",
-        || polls(&b).is_some_and(|p| p >= 1.0 && p < 100.0),
+        || polls(&b).is_some_and(|p| (1.0..100.0).contains(&p)),
     );
     let p0 = polls(&b).unwrap();
     eventually(

@@ -196,9 +196,9 @@ fn refuse(code: StatusCode, message: &str) -> Response {
 
 impl Ui {
     /// Checks an action request: actions on, the CSRF header, same origin, the token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
         let Some(token) = &self.token else {
-            return Err(refuse(
+            return Err((
                 StatusCode::FORBIDDEN,
                 "operator actions are off: set [service] ui_token (from the environment) to enable them",
             ));
@@ -210,14 +210,11 @@ impl Ui {
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
             tracing::warn!("/ui action refused: missing or wrong token");
-            return Err(refuse(
-                StatusCode::UNAUTHORIZED,
-                "a valid ui_token is required",
-            ));
+            return Err((StatusCode::UNAUTHORIZED, "a valid ui_token is required"));
         }
         if headers.get(ACTION_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
             tracing::warn!("/ui action refused: no {ACTION_HEADER} header");
-            return Err(refuse(
+            return Err((
                 StatusCode::FORBIDDEN,
                 "actions must carry the X-Tradewatch-UI: 1 header",
             ));
@@ -234,7 +231,7 @@ impl Ui {
                 .is_some_and(|o| !host.is_empty() && o == host);
             if !same {
                 tracing::warn!(origin, "/ui action refused: cross-origin request");
-                return Err(refuse(StatusCode::FORBIDDEN, "cross-origin action refused"));
+                return Err((StatusCode::FORBIDDEN, "cross-origin action refused"));
             }
         }
         Ok(())
@@ -252,8 +249,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn acknowledge(State(ui): State<Ui>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = ui.authorize(&headers) {
-        return r;
+    if let Err((code, why)) = ui.authorize(&headers) {
+        return refuse(code, why);
     }
     let Ok(id) = id.parse::<u64>() else {
         return refuse(StatusCode::BAD_REQUEST, "the alert id must be a number");
@@ -271,8 +268,8 @@ async fn run_action(
     Path((panel, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = ui.authorize(&headers) {
-        return r;
+    if let Err((code, why)) = ui.authorize(&headers) {
+        return refuse(code, why);
     }
     let Some(run) = ui.board.action(&panel, &action) else {
         return refuse(StatusCode::NOT_FOUND, "no such action on that panel");

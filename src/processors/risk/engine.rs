@@ -1005,7 +1005,7 @@ impl Engine {
                     None => controls
                         .all::<BotControlHandle>()
                         .into_iter()
-                        .find(|(_, h)| h.0.bots().iter().any(|b| *b == bot))
+                        .find(|(_, h)| h.0.bots().contains(&bot))
                         .map(|(_, h)| h),
                 };
                 let Some(handle) = handle else {
