@@ -125,7 +125,17 @@ pub struct Panel {
     pub actions: Vec<ActionSpec>,
     /// Unix ms of the last change.
     pub updated_ms: u64,
+    /// Board sequence number of the last change.
+    #[serde(skip)]
+    changed_seq: u64,
+    /// Points a series keeps when its publisher leaves it to the panel (see
+    /// [`PanelEdit::history`]).
+    #[serde(skip)]
+    history: usize,
 }
+
+/// Points a series keeps by default: one hour at a 5 s interval.
+pub const DEFAULT_HISTORY: usize = 720;
 
 impl Panel {
     fn new(id: &str, group: &str) -> Panel {
@@ -139,6 +149,8 @@ impl Panel {
             table: None,
             actions: Vec::new(),
             updated_ms: now_ms(),
+            changed_seq: 0,
+            history: DEFAULT_HISTORY,
         }
     }
 }
@@ -172,7 +184,15 @@ impl PanelEdit<'_> {
         self
     }
 
-    /// Appends a point to the series `key` (created with `capacity` points at most).
+    /// How many points this panel's series keep when their publisher does not say
+    /// (`point(.., 0, ..)`): the component that knows the interval sets it.
+    pub fn history(&mut self, points: usize) -> &mut Self {
+        self.panel.history = points.max(2);
+        self
+    }
+
+    /// Appends a point to the series `key` (created with `capacity` points at most; 0:
+    /// the panel's [`PanelEdit::history`]).
     pub fn point(
         &mut self,
         key: &str,
@@ -184,6 +204,11 @@ impl PanelEdit<'_> {
         if !value.is_finite() {
             return self;
         }
+        let capacity = if capacity == 0 {
+            self.panel.history
+        } else {
+            capacity
+        };
         let s = self
             .panel
             .series
@@ -292,19 +317,38 @@ impl Default for Board {
 
 /// The board as `/ui` reads it.
 #[derive(Serialize)]
-pub struct View<'a> {
-    pub epoch: u64,
-    /// Only points newer than this were included (0: everything).
-    pub since: u64,
-    pub seq: u64,
-    pub panels: Vec<PanelView<'a>>,
-    pub alerts: &'a VecDeque<AlertEntry>,
+struct View<'a> {
+    epoch: u64,
+    /// Only what changed after this was included (0: everything).
+    since: u64,
+    seq: u64,
+    panels: Vec<PanelView<'a>>,
+    alerts: &'a VecDeque<AlertEntry>,
+}
+
+/// A panel with only the history points newer than the reader's `since`.
+#[derive(Serialize)]
+struct PanelView<'a> {
+    id: &'a str,
+    group: &'a str,
+    title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    badge: &'a Option<Badge>,
+    fields: &'a [Field],
+    series: BTreeMap<&'a str, SeriesView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: &'a Option<Table>,
+    actions: &'a [ActionSpec],
+    updated_ms: u64,
 }
 
 #[derive(Serialize)]
-pub struct PanelView<'a> {
-    #[serde(flatten)]
-    pub panel: &'a Panel,
+struct SeriesView<'a> {
+    label: &'a str,
+    unit: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<f64>,
+    points: Vec<(u64, f64)>,
 }
 
 pub fn now_ms() -> u64 {
@@ -339,7 +383,11 @@ impl Board {
                 seq: &mut inner.seq,
             };
             edit(&mut e);
-            inner.seq
+            let seq = inner.seq;
+            if let Some(p) = inner.panels.get_mut(id) {
+                p.changed_seq = seq;
+            }
+            seq
         };
         self.touch(seq);
     }
@@ -446,36 +494,55 @@ impl Board {
             .map(|a| a.run.clone())
     }
 
-    /// The board as JSON, with only the history points newer than `since` (0: all).
+    /// The board as JSON: with `since` = 0 everything; else only the panels changed
+    /// after `since`, each with only its newer history points (a reader keeps the rest).
     pub fn view_json(&self, since: u64) -> (serde_json::Value, u64) {
         let g = self.lock();
+        let panels = g
+            .panels
+            .values()
+            .filter(|p| p.changed_seq > since || since == 0)
+            .map(|p| PanelView {
+                id: &p.id,
+                group: &p.group,
+                title: &p.title,
+                badge: &p.badge,
+                fields: &p.fields,
+                series: p
+                    .series
+                    .iter()
+                    .map(|(k, s)| {
+                        let points = s
+                            .points
+                            .iter()
+                            .zip(s.seqs.iter())
+                            .filter(|(_, q)| **q > since)
+                            .map(|(pt, _)| *pt)
+                            .collect();
+                        (
+                            k.as_str(),
+                            SeriesView {
+                                label: &s.label,
+                                unit: &s.unit,
+                                limit: s.limit,
+                                points,
+                            },
+                        )
+                    })
+                    .collect(),
+                table: &p.table,
+                actions: &p.actions,
+                updated_ms: p.updated_ms,
+            })
+            .collect();
         let view = View {
             epoch: self.epoch,
             since,
             seq: g.seq,
-            panels: g.panels.values().map(|panel| PanelView { panel }).collect(),
+            panels,
             alerts: &g.alerts,
         };
-        let mut v = serde_json::to_value(&view).unwrap_or_default();
-        if since > 0 {
-            // Drop the points the reader already has.
-            for (p, pv) in g.panels.values().zip(
-                v["panels"]
-                    .as_array_mut()
-                    .map(|a| a.iter_mut())
-                    .into_iter()
-                    .flatten(),
-            ) {
-                for (key, s) in &p.series {
-                    let keep = s.seqs.iter().filter(|q| **q > since).count();
-                    if let Some(points) = pv["series"][key.as_str()]["points"].as_array_mut() {
-                        let drop = points.len().saturating_sub(keep);
-                        points.drain(..drop);
-                    }
-                }
-            }
-        }
-        (v, g.seq)
+        (serde_json::to_value(&view).unwrap_or_default(), g.seq)
     }
 
     /// Woken on every change.
@@ -513,6 +580,19 @@ mod tests {
         assert_eq!(pts.len(), 1);
         assert_eq!(pts[0][1], 10.0);
         assert_eq!(inc["panels"][0]["fields"][0]["text"], "1.5%");
+        // A panel that did not change since is left out.
+        let (_, seq) = b.view_json(0);
+        b.update("q", "g", |e| {
+            e.field(Field::text("t", "T", "x"));
+        });
+        let (inc, _) = b.view_json(seq);
+        let ids: Vec<&str> = inc["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["q"]);
     }
 
     #[test]

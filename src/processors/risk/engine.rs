@@ -943,7 +943,8 @@ impl Engine {
                 );
                 e.field(f);
                 if limit == Limit::MaxDrawdown {
-                    e.point("drawdown_pct", "Drawdown", "%", 3600, *v)
+                    // As long a history as the receiver's series of the same panel.
+                    e.point("drawdown_pct", "Drawdown", "%", 0, *v)
                         .limit("drawdown_pct", Some(th));
                 }
             }

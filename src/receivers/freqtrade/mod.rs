@@ -346,7 +346,7 @@ impl Receiver for FreqtradeReceiver {
             let shared = Arc::new(Shared {
                 health,
                 board,
-                history: panel::history_len(interval),
+                history: panel::history_len(interval, bots.len()),
                 bots: bots.clone(),
                 down: AtomicUsize::new(0),
                 consumer,

@@ -11,9 +11,12 @@ pub fn panel_id(bot: &str) -> String {
     format!("bot:{bot}")
 }
 
-/// One hour of history at the poll interval (at least 60 points, at most 3600).
-pub fn history_len(interval: Duration) -> usize {
-    (3600 / interval.as_secs().max(1)).clamp(60, 3600) as usize
+/// One hour of history at the poll interval (at least 60 points, at most 3600), and at
+/// most 50,000 points per series over the receiver's whole fleet: 500 bots polled every
+/// 5 s keep 100 points (8 minutes) each, so the page's history stays a few MB.
+pub fn history_len(interval: Duration, bots: usize) -> usize {
+    let hour = (3600 / interval.as_secs().max(1)).clamp(60, 3600) as usize;
+    hour.min(50_000 / bots.max(1)).max(60)
 }
 
 /// What one poll tells the page.
@@ -38,7 +41,7 @@ fn state_tone(state: &str) -> Tone {
 pub fn publish(board: &Board, v: &PollView<'_>) {
     board.update(&panel_id(v.bot), "bots", |e| {
         let h = v.history;
-        e.title(&format!("Bot {}", v.bot));
+        e.title(&format!("Bot {}", v.bot)).history(h);
         match v.snapshot {
             Some(snap) => {
                 let state = snap.config.state.as_deref().unwrap_or("unknown");
