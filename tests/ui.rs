@@ -609,6 +609,22 @@ exporters = ["log"]
         401
     );
     assert_eq!(bot.state(), "paused", "a refused request changed nothing");
+    let metrics = c.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"tradewatch_ui_refused_actions_total{code="401"}"#
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"tradewatch_ui_refused_actions_total{code="403"}"#
+        ),
+        Some(2.0)
+    );
 
     // With the token, through the page.
     let b = Browser::start();

@@ -430,6 +430,20 @@ impl Telemetry {
         self.board.clone()
     }
 
+    /// A service-wide counter `tradewatch_<name>_total` with `labels` (not tied to a
+    /// component: the service endpoint's own, such as refused `/ui` actions).
+    pub fn service_counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Counter {
+        let family = self
+            .inner
+            .counter_family(&format!("tradewatch_{name}"), help);
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let counter = family.get_or_create(&labels).clone();
+        counter
+    }
+
     /// The service-wide gauges (`memory_used_bytes`, `memory_limit_bytes`).
     pub fn service_values(&self) -> Vec<(String, i64)> {
         self.service

@@ -189,6 +189,19 @@ async fn events(State(ui): State<Ui>) -> impl IntoResponse {
     r
 }
 
+impl Ui {
+    /// Counts a refused action (`tradewatch_ui_refused_actions_total{code}`).
+    fn refused(&self, code: StatusCode) {
+        self.telemetry
+            .service_counter(
+                "ui_refused_actions",
+                "/ui operator actions refused: 401 no or a wrong token, 403 actions off, no CSRF header or another origin",
+                &[("code", code.as_str())],
+            )
+            .inc();
+    }
+}
+
 /// Why an action request was refused.
 fn refuse(code: StatusCode, message: &str) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
@@ -250,6 +263,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn acknowledge(State(ui): State<Ui>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err((code, why)) = ui.authorize(&headers) {
+        ui.refused(code);
         return refuse(code, why);
     }
     let Ok(id) = id.parse::<u64>() else {
@@ -269,6 +283,7 @@ async fn run_action(
     headers: HeaderMap,
 ) -> Response {
     if let Err((code, why)) = ui.authorize(&headers) {
+        ui.refused(code);
         return refuse(code, why);
     }
     let Some(run) = ui.board.action(&panel, &action) else {
