@@ -17,6 +17,11 @@
 //!   `tradewatch-tls` is the relay with TLS on the receiver (a certificate made
 //!   here with rcgen; the generator's streams are TLS 1.3 connections): the cost
 //!   of TLS, beside the plaintext relay in the same run.
+//!   `tradewatch-disk` and `tradewatch-disk-always` put a disk sending queue
+//!   (`storage = "disk"`, `fsync = "interval"` or `"always"`) on the nop exporter
+//!   and answer clients once the data is queued (`wait_for_delivery = "queued"`):
+//!   the cost of durability; the table's "written B/span" column is the bytes the
+//!   collector wrote to storage (`/proc/<pid>/io` `write_bytes`) per span.
 //! - `BENCH_TRADEWATCH_BIN`: tradewatch binary (default: Cargo's
 //!   `CARGO_BIN_EXE_tradewatch`, else `target/release/tradewatch`).
 //! - `TRADEWATCH_PYTHON` (`.venv/bin/python`): interpreter whose site-packages
@@ -111,6 +116,8 @@ fn main() {
             "tradewatch" => start_tradewatch(&log_dir, Variant::Relay),
             "tradewatch-resource" => start_tradewatch(&log_dir, Variant::Resource),
             "tradewatch-tls" => start_tradewatch(&log_dir, Variant::Tls),
+            "tradewatch-disk" => start_tradewatch(&log_dir, Variant::Disk(false)),
+            "tradewatch-disk-always" => start_tradewatch(&log_dir, Variant::Disk(true)),
             "rotel" => start_rotel(&log_dir),
             other => Err(format!("unknown collector {other:?} in BENCH_COLLECTORS")),
         };
@@ -523,6 +530,8 @@ enum Variant {
     Resource,
     /// The relay with TLS on the receiver.
     Tls,
+    /// The relay with a disk queue, answering once queued; `true`: fsync always.
+    Disk(bool),
 }
 
 fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, String> {
@@ -546,20 +555,37 @@ fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, Strin
     let (name, processor) = match variant {
         Variant::Relay => ("tradewatch", ""),
         Variant::Tls => ("tradewatch-tls", ""),
+        Variant::Disk(false) => ("tradewatch-disk", ""),
+        Variant::Disk(true) => ("tradewatch-disk-always", ""),
         Variant::Resource => (
             "tradewatch-resource",
             "[processors.resource]\n\
              attributes = [{ key = \"service.namespace\", value = \"trading\", action = \"insert\" }]\n",
         ),
     };
+    let (receiver_extra, nop_extra, service_extra) = match variant {
+        Variant::Disk(always) => (
+            "wait_for_delivery = \"queued\"\n".to_string(),
+            format!(
+                "[exporters.nop.sending_queue]\nstorage = \"disk\"\nfsync = \"{}\"\n\
+                 num_consumers = 4\nqueue_size = 1024\n",
+                if always { "always" } else { "interval" }
+            ),
+            format!("data_dir = \"{}\"\n", dir.0.join("data").display()),
+        ),
+        _ => (String::new(), String::new(), String::new()),
+    };
     let mut toml = format!(
         "[receivers.otlp]\n\
          grpc = \"127.0.0.1:{grpc}\"\n\
          http = \"127.0.0.1:{http}\"\n\
+         {receiver_extra}\
          {processor}\
          [exporters.nop]\n\
+         {nop_extra}\
          [service]\n\
          http = \"127.0.0.1:{service}\"\n\
+         {service_extra}\
          [service.pipelines.traces]\n\
          receivers = [\"otlp\"]\n\
          exporters = [\"nop\"]\n"
@@ -798,6 +824,14 @@ struct CpuSample {
     system: (u64, u64),
 }
 
+/// `write_bytes` of `/proc/<pid>/io`: bytes the process caused to be sent to storage.
+fn proc_write_bytes(pid: i32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn sample(pid: i32) -> CpuSample {
     CpuSample {
         at: Instant::now(),
@@ -1010,6 +1044,8 @@ struct PhaseResult {
     mean_us: f64,
     peak_rss_kib: u64,
     rss_kib: u64,
+    /// Bytes the collector caused to be written to storage, per span.
+    written_bytes_per_span: f64,
     collector_exited: Option<String>,
 }
 
@@ -1064,9 +1100,11 @@ fn run_phase(
     };
     sleep_until(warm_end);
     let s0 = sample(c.pid);
+    let w0 = proc_write_bytes(c.pid);
     c.update_peak_rss();
     sleep_until(end);
     let s1 = sample(c.pid);
+    let w1 = proc_write_bytes(c.pid);
     let peak_rss_kib = c.update_peak_rss();
     let rss_kib = proc_status_kib(c.pid, "VmRSS:").unwrap_or(0);
     let stats = match gen.join() {
@@ -1141,6 +1179,10 @@ fn run_phase(
         },
         peak_rss_kib,
         rss_kib,
+        written_bytes_per_span: match (w0, w1) {
+            (Some(a), Some(b)) if spans > 0 => b.saturating_sub(a) as f64 / spans as f64,
+            _ => f64::NAN,
+        },
         collector_exited,
     })
 }
@@ -1387,13 +1429,13 @@ fn markdown_table(results: &[PhaseResult]) -> String {
     let mut t = String::new();
     t.push_str(
         "| collector | streams | spans/s | CPU s / M spans | p50 ms | p99 ms | p99.9 ms \
-         | peak RSS MiB | RSS MiB | errors | collector CPU % | other CPU % |\n",
+         | peak RSS MiB | RSS MiB | written B/span | errors | collector CPU % | other CPU % |\n",
     );
-    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {:.0} | {:.0} |",
             r.collector,
             r.streams,
             r.spans_per_sec,
@@ -1403,6 +1445,7 @@ fn markdown_table(results: &[PhaseResult]) -> String {
             fmt_num(r.p999_us / 1e3, 2),
             kib_to_mib(r.peak_rss_kib),
             kib_to_mib(r.rss_kib),
+            fmt_num(r.written_bytes_per_span, 0),
             {
                 let mut e = r.errors.to_string();
                 if r.rejected_spans > 0 {
@@ -1661,7 +1704,7 @@ fn to_json(
              \"spans_per_sec\": {}, \"cpu_secs\": {}, \"cpu_secs_per_million_spans\": {}, \
              \"generator_cpu_secs_per_million_spans\": {}, \"collector_cpu_pct\": {}, \
              \"generator_cpu_pct\": {}, \"other_cpu_pct\": {}, \"latency_ms\": {{\"p50\": {}, \
-             \"p99\": {}, \"p99_9\": {}, \"max\": {}, \"mean\": {}}}, \"peak_rss_mib\": {}, \"rss_mib\": {}, \"collector_exited\": {}}}",
+             \"p99\": {}, \"p99_9\": {}, \"max\": {}, \"mean\": {}}}, \"peak_rss_mib\": {}, \"rss_mib\": {}, \"written_bytes_per_span\": {}, \"collector_exited\": {}}}",
             json_str(&r.collector),
             r.streams,
             json_f(r.window_s),
@@ -1684,6 +1727,7 @@ fn to_json(
             json_f(r.mean_us / 1e3),
             json_f(kib_to_mib(r.peak_rss_kib)),
             json_f(kib_to_mib(r.rss_kib)),
+            json_f(r.written_bytes_per_span),
             r.collector_exited.as_deref().map_or("null".into(), json_str),
         );
         j.push_str(if i + 1 < results.len() { ",\n" } else { "\n" });

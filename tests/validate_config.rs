@@ -41,6 +41,11 @@ receivers = ["otlp"]
 exporters = ["file"]
 "#;
 
+const OTLP_TRACES: &str = r#"[service.pipelines.traces]
+receivers = ["otlp"]
+exporters = ["otlp"]
+"#;
+
 const RISK_METRICS: &str = r#"[service.pipelines.metrics]
 receivers = ["otlp"]
 processors = ["risk"]
@@ -659,6 +664,27 @@ fn cases() -> Vec<Case> {
             message: "CloudWatch takes 1 (high resolution) or 60",
         },
         Case {
+            name: "a disk queue asked to drop its oldest batches",
+            config: cat(&[OTLP_IN, "[exporters.otlp]\nendpoint = \"http://127.0.0.1:4317\"\n[exporters.otlp.sending_queue]\nstorage = \"disk\"\non_full = \"drop_oldest\"\n", SERVICE, OTLP_TRACES]),
+            at: "on_full = \"drop_oldest\"",
+            key: "exporters.otlp.sending_queue.on_full",
+            message: "a disk queue keeps everything and pushes back at max_size",
+        },
+        Case {
+            name: "a disk queue smaller than one segment",
+            config: cat(&[OTLP_IN, "[exporters.otlp]\nendpoint = \"http://127.0.0.1:4317\"\n[exporters.otlp.sending_queue]\nstorage = \"disk\"\nmax_size = \"1MiB\"\n", SERVICE, OTLP_TRACES]),
+            at: "max_size = \"1MiB\"",
+            key: "exporters.otlp.sending_queue.max_size",
+            message: "must be at least segment_size",
+        },
+        Case {
+            name: "an unknown queue storage",
+            config: cat(&[OTLP_IN, "[exporters.otlp]\nendpoint = \"http://127.0.0.1:4317\"\n[exporters.otlp.sending_queue]\nstorage = \"ssd\"\n", SERVICE, OTLP_TRACES]),
+            at: "storage = \"ssd\"",
+            key: "exporters.otlp.sending_queue.storage",
+            message: "unknown variant `ssd`, expected `memory` or `disk`",
+        },
+        Case {
             name: "an EMF namespace reserved for AWS",
             config: cat(&[OTLP_IN, "[exporters.cloudwatch_emf]\nnamespace = \"AWS/Lambda\"\n", FILE_OUT, SERVICE, EMF_METRICS]),
             at: "namespace = \"AWS/Lambda\"",
@@ -1000,7 +1026,7 @@ exporters = ["otlp/jaeger"]
         (
             5,
             "receivers.otlp.wait_for_delivery",
-            "the value of ${TW_VALIDATE_TEST_UNSET} is not a boolean",
+            "invalid value: string \"maybe\", expected \"none\", \"queued\" or \"delivered\"",
         ),
         (
             8,

@@ -5,7 +5,7 @@ use crate::component::{BuildContext, BuildError, ExporterConfig};
 use crate::component::{ComponentId, Kind, Signal};
 use crate::component::{ExportError, Exporter};
 use crate::config::{component_config, ConfigError, Source};
-use crate::pipeline::sending::SendingSettings;
+use crate::pipeline::sending::{QueueConfig, SendingSettings};
 use crate::pipeline::Payload;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -14,10 +14,17 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NopConfig {}
+pub struct NopConfig {
+    /// The sending queue (e.g. `storage = "disk"`, to measure what a disk queue costs);
+    /// by default 1024 batches in memory, 16 at a time.
+    sending_queue: Option<QueueConfig>,
+}
 
 pub fn parse(src: &Source, id: &ComponentId) -> Result<Arc<dyn ExporterConfig>, ConfigError> {
     let c: NopConfig = component_config(src, Kind::Exporter, id)?;
+    if let Err((keys, m)) = c.sending().validate() {
+        return Err(src.component_error(Kind::Exporter, id, keys, m));
+    }
     Ok(Arc::new(c))
 }
 
@@ -26,7 +33,11 @@ impl ExporterConfig for NopConfig {
         Signal::ALL.to_vec()
     }
     fn sending(&self) -> SendingSettings {
-        SendingSettings::in_process(1024, 16, Duration::from_secs(5))
+        let mut s = SendingSettings::in_process(1024, 16, Duration::from_secs(5));
+        if let Some(q) = &self.sending_queue {
+            s.queue = q.clone();
+        }
+        s
     }
     fn build(&self, _ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         Ok(Arc::new(Nop))

@@ -104,6 +104,7 @@ impl ChannelQueueConfig {
             queue_size: self.queue_size.unwrap_or(1024),
             num_consumers: self.num_consumers.unwrap_or(1),
             on_full: self.on_full.unwrap_or(OnFull::DropOldest),
+            ..QueueConfig::default()
         }
     }
 }

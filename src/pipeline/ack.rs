@@ -12,6 +12,12 @@
 //! [`crate::pipeline::Batch::filtered`]; a processor that merges batches moves their
 //! acks into the merged batch. Anything else needs no code: dropping is failing.
 //!
+//! A waiter content with durability makes its ack with [`Ack::new_queued`]: a disk
+//! queue settles its share once the batch is written ([`Ack::settle_if_queued`]), while
+//! a memory queue still settles only on delivery (memory is not durable), so the
+//! waiter learns `Delivered` once every exporter either holds the data on disk or
+//! delivered it.
+//!
 //! At shutdown a receiver may wait for its outstanding acks before it returns: the
 //! pipelines downstream keep running (and batches still flush on their timeout) until
 //! the receiver drops its outputs.
@@ -39,6 +45,8 @@ pub struct Ack {
 #[derive(Debug)]
 struct AckState {
     failed: AtomicBool,
+    /// Made by [`Ack::new_queued`]: a durable queue may settle this share.
+    queued_is_enough: bool,
     tx: Mutex<Option<oneshot::Sender<Delivery>>>,
 }
 
@@ -76,11 +84,22 @@ impl Drop for Ack {
 impl Ack {
     /// Creates an acknowledgement and the waiter that learns its outcome.
     pub fn new() -> (Ack, AckWaiter) {
+        Ack::with_mode(false)
+    }
+
+    /// An acknowledgement whose shares a durable (disk) queue settles as soon as it
+    /// holds the data: the waiter learns that nothing will be lost, not that it arrived.
+    pub fn new_queued() -> (Ack, AckWaiter) {
+        Ack::with_mode(true)
+    }
+
+    fn with_mode(queued_is_enough: bool) -> (Ack, AckWaiter) {
         let (tx, rx) = oneshot::channel();
         (
             Ack {
                 state: Arc::new(AckState {
                     failed: AtomicBool::new(false),
+                    queued_is_enough,
                     tx: Mutex::new(Some(tx)),
                 }),
                 settled: false,
@@ -92,6 +111,18 @@ impl Ack {
     /// This holder delivered its copy (or dropped it on purpose).
     pub fn delivered(mut self) {
         self.settled = true;
+    }
+
+    /// Called by a durable queue that now holds the data: settles the share if its
+    /// waiter asked for no more ([`Ack::new_queued`]), or gives it back to be settled on
+    /// delivery.
+    pub fn settle_if_queued(self) -> Option<Ack> {
+        if self.state.queued_is_enough {
+            self.delivered();
+            None
+        } else {
+            Some(self)
+        }
     }
 }
 
@@ -125,6 +156,25 @@ mod tests {
         assert!(futures_util::poll!(&mut waiter).is_pending());
         a3.delivered();
         assert_eq!(waiter.await, Delivery::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_queued_ack_is_settled_by_a_durable_queue_and_a_plain_one_is_not() {
+        let (queued, w1) = Ack::new_queued();
+        let memory_share = queued.clone();
+        assert!(queued.settle_if_queued().is_none());
+        let mut w1 = Box::pin(w1.wait());
+        assert!(
+            futures_util::poll!(&mut w1).is_pending(),
+            "a memory queue still holds a share"
+        );
+        memory_share.delivered();
+        assert_eq!(w1.await, Delivery::Delivered);
+
+        let (plain, w2) = Ack::new();
+        let back = plain.settle_if_queued().expect("settled on delivery only");
+        drop(back);
+        assert_eq!(w2.wait().await, Delivery::GaveUp);
     }
 
     #[tokio::test]

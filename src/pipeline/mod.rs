@@ -12,6 +12,7 @@ pub mod ack;
 pub mod alerts;
 pub mod controls;
 pub mod data;
+pub mod disk_log;
 pub mod memory;
 pub mod sending;
 pub mod topology;

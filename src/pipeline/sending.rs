@@ -17,7 +17,7 @@
 //! per exporter `retries`, `panics`, and the `queue_size` and `queue_capacity` gauges.
 
 use crate::component::{ExportError, Exporter, Signal};
-use crate::config::HumanDuration;
+use crate::config::{HumanDuration, HumanSize};
 use crate::pipeline::ack::{delivered_all, Ack};
 use crate::pipeline::memory::Lease;
 use crate::pipeline::Payload;
@@ -36,6 +36,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod disk;
+pub use disk::spawn_disk;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::util::rng::HasherRng;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
@@ -50,6 +53,17 @@ pub struct QueueConfig {
     pub num_consumers: usize,
     /// What a full queue does to the pipelines sending to it.
     pub on_full: OnFull,
+    /// `memory`, or `disk`: batches go to a write-ahead log under `[service] data_dir`
+    /// and survive a crash; what is left at start is sent first.
+    pub storage: Storage,
+    /// Disk only: the log's bound in bytes; past it the receivers push back.
+    pub max_size: HumanSize,
+    /// Disk only: when written batches are forced to the disk.
+    pub fsync: Fsync,
+    /// Disk only, with `fsync = "interval"`.
+    pub fsync_interval: HumanDuration,
+    /// Disk only: the size of one segment file (delivered segments are deleted whole).
+    pub segment_size: HumanSize,
 }
 
 impl Default for QueueConfig {
@@ -58,8 +72,35 @@ impl Default for QueueConfig {
             queue_size: 256,
             num_consumers: 4,
             on_full: OnFull::Block,
+            storage: Storage::Memory,
+            max_size: HumanSize::mib(1024),
+            fsync: Fsync::Interval,
+            fsync_interval: HumanDuration::from_secs(1),
+            segment_size: HumanSize::mib(16),
         }
     }
+}
+
+/// `sending_queue.storage`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// Batches wait in memory: lost if the process dies.
+    Memory,
+    /// Batches wait in a write-ahead log on disk until delivered or given up on.
+    Disk,
+}
+
+/// `sending_queue.fsync`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Every write is synced before it counts as queued (group commit): survives a
+    /// power loss.
+    Always,
+    /// Writes are synced every `fsync_interval`: a process crash loses nothing (the
+    /// data is in the kernel), a power loss can lose the last interval.
+    Interval,
 }
 
 /// `sending_queue.on_full`
@@ -115,7 +156,7 @@ impl SendingSettings {
             queue: QueueConfig {
                 queue_size,
                 num_consumers,
-                on_full: OnFull::Block,
+                ..QueueConfig::default()
             },
             retry: RetryConfig::default(),
             timeout,
@@ -150,6 +191,35 @@ impl SendingSettings {
         }
         if self.timeout.is_zero() {
             return Err((&["timeout"], "timeout must be more than 0s".into()));
+        }
+        if self.queue.storage == Storage::Disk {
+            if self.queue.on_full == OnFull::DropOldest {
+                return Err((
+                    &["sending_queue", "on_full"],
+                    "on_full = \"drop_oldest\" is for memory queues: a disk queue keeps everything and pushes back at max_size".into(),
+                ));
+            }
+            if self.queue.segment_size.0 < 4096 {
+                return Err((
+                    &["sending_queue", "segment_size"],
+                    "segment_size must be at least 4KiB".into(),
+                ));
+            }
+            if self.queue.max_size.0 < self.queue.segment_size.0 {
+                return Err((
+                    &["sending_queue", "max_size"],
+                    format!(
+                        "max_size ({}) must be at least segment_size ({})",
+                        self.queue.max_size, self.queue.segment_size
+                    ),
+                ));
+            }
+            if self.queue.fsync == Fsync::Interval && self.queue.fsync_interval.get().is_zero() {
+                return Err((
+                    &["sending_queue", "fsync_interval"],
+                    "fsync_interval must be more than 0s (or write fsync = \"always\")".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -291,15 +361,27 @@ impl Queue {
 
 /// Where a pipeline hands data to one exporter.
 pub struct ExporterHandle {
-    queue: Arc<Queue>,
+    to: Destination,
     counters: Counters,
+}
+
+enum Destination {
+    Memory(Arc<Queue>),
+    /// The disk queue's writer, which answers once the batch is in the log.
+    Disk(tokio::sync::mpsc::Sender<ExportItem>),
 }
 
 impl Clone for ExporterHandle {
     fn clone(&self) -> ExporterHandle {
-        self.queue.lock().senders += 1;
+        let to = match &self.to {
+            Destination::Memory(q) => {
+                q.lock().senders += 1;
+                Destination::Memory(q.clone())
+            }
+            Destination::Disk(tx) => Destination::Disk(tx.clone()),
+        };
         ExporterHandle {
-            queue: self.queue.clone(),
+            to,
             counters: self.counters.clone(),
         }
     }
@@ -307,22 +389,35 @@ impl Clone for ExporterHandle {
 
 impl Drop for ExporterHandle {
     fn drop(&mut self) {
+        let Destination::Memory(queue) = &self.to else {
+            return;
+        };
         let last = {
-            let mut q = self.queue.lock();
+            let mut q = queue.lock();
             q.senders -= 1;
             q.senders == 0
         };
         if last {
-            self.queue.ready.notify_one();
+            queue.ready.notify_one();
         }
     }
 }
 
 impl ExporterHandle {
     /// Queues an item. A full queue makes this wait (`block`, the back-pressure) or drops
-    /// the oldest queued item (`drop_oldest`, never waits).
+    /// the oldest queued item (`drop_oldest`, never waits). A disk queue waits while its
+    /// writer is busy or the log is at `max_size`.
     pub async fn send(&self, item: ExportItem) {
-        let q = &*self.queue;
+        let q = match &self.to {
+            Destination::Memory(q) => &**q,
+            Destination::Disk(tx) => {
+                if let Err(e) = tx.send(item).await {
+                    self.counters
+                        .drop_item(e.0, "exporter stopped at the shutdown deadline");
+                }
+                return;
+            }
+        };
         loop {
             let space = q.space.notified();
             tokio::pin!(space);
@@ -495,8 +590,88 @@ impl Drop for QueueRx {
     }
 }
 
+/// The exporter with its retry and timeout layers.
+type Sender = tower::retry::Retry<RetryPolicy, tower::timeout::Timeout<Attempt>>;
+
+fn sender(
+    exporter: Arc<dyn Exporter>,
+    settings: &SendingSettings,
+    counters: &Counters,
+    health: &Arc<ComponentHealth>,
+) -> Sender {
+    let policy = RetryPolicy {
+        enabled: settings.retry.enabled,
+        initial: settings.retry.initial_interval.get(),
+        max: settings.retry.max_interval.get(),
+        backoff: None,
+        max_elapsed: settings.retry.max_elapsed_time.get(),
+        first_failure: None,
+        retries: counters.retries.clone(),
+        health: health.clone(),
+    };
+    ServiceBuilder::new()
+        .retry(policy)
+        .timeout(settings.timeout)
+        .service(Attempt(exporter))
+}
+
+/// How one batch's sending ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    /// Given up on (permanent error, retries exhausted, panic): counted as failed.
+    Failed,
+    /// Cut off at the shutdown deadline; the caller counts or keeps it.
+    Abandoned,
+}
+
+/// Sends one batch with retries, counting and reporting the result.
+async fn send_one(
+    svc: Sender,
+    payload: Arc<Payload>,
+    counters: &Counters,
+    health: &ComponentHealth,
+    hard_stop: &CancellationToken,
+) -> Outcome {
+    let signal = payload.signal();
+    let items = payload.items();
+    let attempt = AssertUnwindSafe(svc.oneshot(payload)).catch_unwind();
+    let result = tokio::select! {
+        r = attempt => r,
+        _ = hard_stop.cancelled() => return Outcome::Abandoned,
+    };
+    match result {
+        Ok(Ok(())) => {
+            counters.of(signal).sent.inc_by(items);
+            health.report_ok();
+            Outcome::Delivered
+        }
+        Ok(Err(e)) => {
+            counters.of(signal).failed.inc_by(items);
+            health.report_error(
+                State::Degraded,
+                format!("gave up on {items} {}: {e}", signal.item_name()),
+            );
+            tracing::error!(exporter = %health.id, %signal, items, error = %e, "export failed; data dropped");
+            Outcome::Failed
+        }
+        Err(panic) => {
+            let msg = panic_message(&*panic);
+            counters.panics.inc();
+            counters.of(signal).failed.inc_by(items);
+            health.report_error(
+                State::Failed,
+                format!("panicked exporting {items} {}: {msg}", signal.item_name()),
+            );
+            tracing::error!(exporter = %health.id, %signal, items, panic = %msg, "exporter panicked; data dropped");
+            Outcome::Failed
+        }
+    }
+}
+
 /// Starts an exporter's sending loop; returns the handle pipelines send to and the task
 /// that ends once every pipeline has dropped its handle and the queue is drained.
+/// A memory queue; see [`spawn_disk`] for `storage = "disk"`.
 pub fn spawn(
     exporter: Arc<dyn Exporter>,
     settings: &SendingSettings,
@@ -516,23 +691,10 @@ pub fn spawn(
         space: Notify::new(),
     });
     let handle = ExporterHandle {
-        queue: queue.clone(),
+        to: Destination::Memory(queue.clone()),
         counters: counters.clone(),
     };
-    let policy = RetryPolicy {
-        enabled: settings.retry.enabled,
-        initial: settings.retry.initial_interval.get(),
-        max: settings.retry.max_interval.get(),
-        backoff: None,
-        max_elapsed: settings.retry.max_elapsed_time.get(),
-        first_failure: None,
-        retries: counters.retries.clone(),
-        health: health.clone(),
-    };
-    let service = ServiceBuilder::new()
-        .retry(policy)
-        .timeout(settings.timeout)
-        .service(Attempt(exporter.clone()));
+    let service = sender(exporter.clone(), settings, &counters, &health);
     let limit = Arc::new(Semaphore::new(settings.queue.num_consumers));
     health.set_state(State::Ok);
     let task = tokio::spawn(async move {
@@ -567,40 +729,12 @@ pub fn spawn(
             let health = health.clone();
             let hard_stop = hard_stop.clone();
             in_flight.spawn(async move {
-                let signal = item.payload.signal();
-                let items = item.payload.items();
-                let attempt = AssertUnwindSafe(svc.oneshot(item.payload.clone())).catch_unwind();
-                let result = tokio::select! {
-                    r = attempt => r,
-                    _ = hard_stop.cancelled() => {
-                        counters.drop_item(item, "shutdown deadline reached");
-                        return;
-                    }
-                };
-                match result {
-                    Ok(Ok(())) => {
-                        counters.of(signal).sent.inc_by(items);
-                        health.report_ok();
-                        delivered_all(item.acks);
-                    }
-                    Ok(Err(e)) => {
-                        counters.of(signal).failed.inc_by(items);
-                        health.report_error(
-                            State::Degraded,
-                            format!("gave up on {items} {}: {e}", signal.item_name()),
-                        );
-                        tracing::error!(exporter = %health.id, %signal, items, error = %e, "export failed; data dropped");
-                    }
-                    Err(panic) => {
-                        let msg = panic_message(&*panic);
-                        counters.panics.inc();
-                        counters.of(signal).failed.inc_by(items);
-                        health.report_error(
-                            State::Failed,
-                            format!("panicked exporting {items} {}: {msg}", signal.item_name()),
-                        );
-                        tracing::error!(exporter = %health.id, %signal, items, panic = %msg, "exporter panicked; data dropped");
-                    }
+                let outcome =
+                    send_one(svc, item.payload.clone(), &counters, &health, &hard_stop).await;
+                match outcome {
+                    Outcome::Delivered => delivered_all(item.acks),
+                    Outcome::Failed => drop(item),
+                    Outcome::Abandoned => counters.drop_item(item, "shutdown deadline reached"),
                 }
                 drop(permit);
             });
@@ -650,7 +784,7 @@ mod tests {
             queue: QueueConfig {
                 queue_size: 4,
                 num_consumers: 1,
-                on_full: OnFull::Block,
+                ..QueueConfig::default()
             },
             retry: RetryConfig {
                 enabled: true,

@@ -152,8 +152,32 @@ impl Topology {
                 hard_stop.cancel();
                 return Err(e);
             }
-            let (handle, task) =
-                sending::spawn(exporter, &ec.sending(), c.health.clone(), hard_stop.clone());
+            let settings = ec.sending();
+            let (handle, task) = match settings.queue.storage {
+                sending::Storage::Memory => {
+                    sending::spawn(exporter, &settings, c.health.clone(), hard_stop.clone())
+                }
+                sending::Storage::Disk => {
+                    let dir = c.state.path().join("queue");
+                    match sending::spawn_disk(
+                        exporter,
+                        &settings,
+                        dir,
+                        c.health.clone(),
+                        hard_stop.clone(),
+                    )
+                    .await
+                    {
+                        Ok(started) => started,
+                        Err(message) => {
+                            c.health.report_error(State::Failed, message.clone());
+                            stop_receiving.cancel();
+                            hard_stop.cancel();
+                            return Err(BuildError::new(id, message));
+                        }
+                    }
+                }
+            };
             exporter_handles.insert(id.clone(), handle);
             exporters.push((id.clone(), task));
         }

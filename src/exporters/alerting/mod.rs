@@ -423,6 +423,7 @@ pub fn channel_sending(
             queue_size: queue.queue_size,
             num_consumers: queue.num_consumers,
             on_full: queue.on_full,
+            ..QueueConfig::default()
         },
         retry: RetryConfig {
             enabled: retry.enabled,

@@ -40,9 +40,12 @@ pub struct OtlpReceiverConfig {
     pub max_request_size: HumanSize,
     /// How long a request waits for room in a full pipeline before it is refused.
     pub pushback_wait: HumanDuration,
-    /// Answer a request only once every exporter it went to has delivered it; a request an
-    /// exporter gave up on is answered UNAVAILABLE / 503 so the client retries.
-    pub wait_for_delivery: bool,
+    /// When the client gets its answer: `none` (once the pipelines took the data),
+    /// `queued` (once every exporter holds it durably: on disk for a disk queue,
+    /// delivered for a memory queue) or `delivered` (once every exporter delivered it).
+    /// A request an exporter gave up on is answered UNAVAILABLE / 503 so the client
+    /// retries. `true` means `delivered`, `false` means `none`.
+    pub wait_for_delivery: WaitFor,
     /// If set, clients must send `Authorization: Bearer <token>`. Take it from the
     /// environment: `auth_token = "${OTLP_TOKEN}"`.
     pub auth_token: Option<Secret>,
@@ -59,7 +62,7 @@ impl Default for OtlpReceiverConfig {
             http: "127.0.0.1:4318".into(),
             max_request_size: HumanSize::mib(4),
             pushback_wait: HumanDuration::from_millis(500),
-            wait_for_delivery: false,
+            wait_for_delivery: WaitFor::None,
             auth_token: None,
             tls: None,
             connections: ConnectionsConfig::default(),
@@ -73,7 +76,7 @@ struct Checked {
     http: Option<SocketAddr>,
     max_request_size: usize,
     pushback_wait: Duration,
-    wait_for_delivery: bool,
+    wait_for_delivery: WaitFor,
     auth_token: Option<Secret>,
     tls: Option<ServerTlsFiles>,
     connections: ConnectionsConfig,
@@ -147,11 +150,43 @@ struct OtlpReceiver {
     health: Arc<ComponentHealth>,
 }
 
+/// `wait_for_delivery`: when a client is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    None,
+    Queued,
+    Delivered,
+}
+
+impl<'de> Deserialize<'de> for WaitFor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WaitFor, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WaitFor;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"none\", \"queued\" or \"delivered\" (or true / false)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<WaitFor, E> {
+                Ok(if v { WaitFor::Delivered } else { WaitFor::None })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WaitFor, E> {
+                match v {
+                    "none" | "false" => Ok(WaitFor::None),
+                    "queued" => Ok(WaitFor::Queued),
+                    "delivered" | "true" => Ok(WaitFor::Delivered),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// What both protocol front-ends share: where data goes and how it is counted.
 pub(crate) struct Intake {
     outputs: Outputs,
     max_request_size: usize,
-    wait_for_delivery: bool,
+    wait_for_delivery: WaitFor,
     auth_token: Option<Secret>,
     /// Requests refused before reaching a pipeline, by reason.
     bad_requests: Counter,
@@ -289,21 +324,24 @@ impl Intake {
         self.accept_decoded(payload).await
     }
 
-    /// Hands a payload to the pipelines; with `wait_for_delivery`, answers only once every
-    /// exporter it went to has delivered it.
+    /// Hands a payload to the pipelines and answers as `wait_for_delivery` says: at once,
+    /// once every exporter holds it durably, or once every exporter delivered it.
     pub(crate) async fn accept_decoded(&self, payload: Payload) -> Result<(), Rejection> {
         let signal = payload.signal();
         let consumer = self
             .outputs
             .get(signal)
             .ok_or(Rejection::NotConfigured(signal))?;
-        if !self.wait_for_delivery {
-            return consumer
-                .consume(Batch::new(payload))
-                .await
-                .map_err(Rejection::Refused);
-        }
-        let (ack, waiter) = Ack::new();
+        let (ack, waiter) = match self.wait_for_delivery {
+            WaitFor::None => {
+                return consumer
+                    .consume(Batch::new(payload))
+                    .await
+                    .map_err(Rejection::Refused)
+            }
+            WaitFor::Queued => Ack::new_queued(),
+            WaitFor::Delivered => Ack::new(),
+        };
         consumer
             .consume(Batch::with_ack(payload, ack))
             .await
