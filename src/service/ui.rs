@@ -372,12 +372,18 @@ pub async fn sample_collector(
                 text: health.into(),
                 tone,
             }));
+            let names = [
+                ("accepted_per_s", "Accepted /s"),
+                ("refused_per_s", "Refused /s"),
+                ("sent_per_s", "Sent /s"),
+            ];
+            if rates.is_none() {
+                // First sample: the rates need a second one; keep their place.
+                for (key, label) in names {
+                    e.field(Field::text(key, label, "…"));
+                }
+            }
             if let Some(r) = rates {
-                let names = [
-                    ("accepted_per_s", "Accepted /s"),
-                    ("refused_per_s", "Refused /s"),
-                    ("sent_per_s", "Sent /s"),
-                ];
                 for (i, (key, label)) in names.iter().enumerate() {
                     let mut f = Field::number(key, label, r[i], 1, "");
                     if i == 1 && r[i] > 0.0 {
