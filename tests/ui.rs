@@ -450,6 +450,19 @@ fn the_page_follows_the_demo_bot_shows_the_breach_and_loads_only_from_loopback()
     std::fs::write(&shot, &png).unwrap();
     eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
 
+    // Readable on a phone: at 390 px nothing runs off the side.
+    b.rt.block_on(b.c().set_window_size(390, 844))
+        .expect("window size");
+    eventually(
+        Duration::from_secs(10),
+        "the page fitting a phone's width",
+        || {
+            b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+                == json!(true)
+        },
+    );
+    std::fs::write(artifacts_dir().join("ui-phone.png"), b.screenshot()).unwrap();
+
     // (5) Page weight and requests: the document and its two assets, all from this
     // collector on loopback (plus the event stream, listed once it ends).
     let entries = b.js(
@@ -645,6 +658,22 @@ exporters = ["log"]
             b.js(r#"return !!document.querySelector('li[data-alert-name="MaxDrawdownBreached"] button[data-ack]')"#)
             == json!(true)
         },
+    );
+    // Keyboard: a focused button keeps its focus while updates arrive.
+    b.js(r#"document.querySelector('li[data-alert-name="MaxDrawdownBreached"] button[data-ack]').focus(); return true"#);
+    let updated = |b: &Browser| {
+        b.js("return document.getElementById('conn').getAttribute('data-updated-ms')")
+    };
+    let u0 = updated(&b);
+    eventually(Duration::from_secs(10), "two updates", || updated(&b) != u0);
+    let u1 = updated(&b);
+    eventually(Duration::from_secs(10), "another update", || {
+        updated(&b) != u1
+    });
+    assert_eq!(
+        b.js("return document.activeElement && document.activeElement.getAttribute('data-ack') !== null"),
+        json!(true),
+        "the focused Acknowledge button kept its focus across updates"
     );
     b.click(r#"li[data-alert-name="MaxDrawdownBreached"] button[data-ack]"#);
     eventually(Duration::from_secs(10), "the alert acknowledged", || {
