@@ -821,3 +821,64 @@ exporters = ["alertmanager"]
     );
     c.terminate(Duration::from_secs(10));
 }
+
+/// With `storage = "disk"` an alert channel keeps what it has not delivered across a
+/// SIGKILL: alerts raised while the webhook receiver is down arrive, in order, once the
+/// collector is back and the receiver is up. (A memory queue loses them with the process.)
+#[test]
+fn alerts_on_a_disk_queue_survive_sigkill() {
+    let (http, service, dead) = (free_port(), free_port(), free_port());
+    let exporters = |url: &str| {
+        format!(
+            r#"
+[exporters."webhook/ops"]
+url = "{url}"
+[exporters."webhook/ops".sending_queue]
+storage = "disk"
+[exporters."webhook/ops".retry_on_failure]
+initial_interval = "100ms"
+max_interval = "500ms"
+"#
+        )
+    };
+    // Answered once the alerts are on disk.
+    let cfg = |url: &str| {
+        config(http, service, &exporters(url), &["webhook/ops"]).replace(
+            "grpc = \"off\"",
+            "grpc = \"off\"\nwait_for_delivery = \"queued\"",
+        )
+    };
+    let mut c = Collector::start(&cfg(&format!("http://127.0.0.1:{dead}/hook")), service);
+    let names = ["DiskQueueFirst", "DiskQueueSecond", "DiskQueueThird"];
+    for n in names {
+        send(
+            http,
+            &[alert(
+                n,
+                AlertState::Firing,
+                Severity::Critical,
+                "raised while the receiver is down",
+            )],
+        );
+    }
+    c.kill();
+    let hook = WebhookFake::start();
+    std::fs::write(&c.config_path, cfg(&hook.url())).unwrap();
+    c.start_again(&[]);
+    eventually(
+        Duration::from_secs(30),
+        "the three alerts at the webhook",
+        || hook.messages().len() >= 3,
+    );
+    let got: Vec<String> = hook
+        .messages()
+        .iter()
+        .map(|m| {
+            m["alerts"][0]["labels"]["alertname"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got, names, "each alert once, in the order raised");
+}

@@ -22,7 +22,7 @@ use super::alerting::{alerts_in, AlertView, ChannelFilter, MinSeverity};
 use crate::component::{BuildContext, BuildError, ComponentId, ExportError, Exporter};
 use crate::component::{ExporterConfig, Kind, Signal};
 use crate::config::{component_config, ConfigError, HumanDuration, Source};
-use crate::pipeline::sending::{OnFull, QueueConfig, RetryConfig, SendingSettings};
+use crate::pipeline::sending::{RetryConfig, SendingSettings};
 use crate::pipeline::Payload;
 use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -88,26 +88,10 @@ fn default_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
 }
 
-/// `sending_queue` with an alert channel's defaults: 1024 batches, one at a time (in
-/// order), and `drop_oldest`, so that a dead channel never holds up the others.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelQueueConfig {
-    pub queue_size: Option<usize>,
-    pub num_consumers: Option<usize>,
-    pub on_full: Option<OnFull>,
-}
-
-impl ChannelQueueConfig {
-    pub fn get(&self) -> QueueConfig {
-        QueueConfig {
-            queue_size: self.queue_size.unwrap_or(1024),
-            num_consumers: self.num_consumers.unwrap_or(1),
-            on_full: self.on_full.unwrap_or(OnFull::DropOldest),
-            ..QueueConfig::default()
-        }
-    }
-}
+/// `sending_queue` with an alert channel's defaults (see [`ChannelQueue`]): 1024
+/// batches, one at a time (in order), `drop_oldest` in memory so that a dead channel never
+/// holds up the others; `storage = "disk"` keeps alerts across a crash.
+pub type ChannelQueueConfig = super::alerting::ChannelQueue;
 
 /// `retry_on_failure` with an alert channel's defaults: an alert is worth an hour of
 /// retries (a channel's outage should delay it, not lose it).

@@ -9,11 +9,11 @@
 //! severity of their severity number, so routing an error log to Slack works too.
 
 use crate::component::ExportError;
-use crate::config::HumanDuration;
+use crate::config::{HumanDuration, HumanSize};
 use crate::otlp::for_each_log_record;
 use crate::pipeline::alerts::{AlertState, Severity};
 use crate::pipeline::data::Decoded;
-use crate::pipeline::sending::{OnFull, QueueConfig, RetryConfig, SendingSettings};
+use crate::pipeline::sending::{Fsync, OnFull, QueueConfig, RetryConfig, SendingSettings, Storage};
 use crate::pipeline::Payload;
 
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -361,21 +361,53 @@ pub fn transport_error(what: &str, e: reqwest::Error) -> ExportError {
 /// `[exporters.<channel>.sending_queue]` with the defaults that suit an alert channel:
 /// one message at a time (they leave in order and a retried message is not overtaken),
 /// room for 1024 payloads, and the oldest dropped when full, so a dead channel never
-/// holds up the pipeline.
+/// holds up the pipeline. With `storage = "disk"` alerts survive a crash (a restart sends
+/// what was not delivered) and a full queue blocks instead (`on_full` defaults to
+/// `block`: a disk queue keeps everything).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelQueue {
     pub queue_size: usize,
     pub num_consumers: usize,
-    pub on_full: OnFull,
+    pub on_full: Option<OnFull>,
+    pub storage: Storage,
+    pub max_size: HumanSize,
+    pub fsync: Fsync,
+    pub fsync_interval: HumanDuration,
+    pub segment_size: HumanSize,
 }
 
 impl Default for ChannelQueue {
     fn default() -> Self {
+        let q = QueueConfig::default();
         ChannelQueue {
             queue_size: 1024,
             num_consumers: 1,
-            on_full: OnFull::DropOldest,
+            on_full: None,
+            storage: q.storage,
+            max_size: q.max_size,
+            fsync: q.fsync,
+            fsync_interval: q.fsync_interval,
+            segment_size: q.segment_size,
+        }
+    }
+}
+
+impl ChannelQueue {
+    /// The queue settings, `on_full` resolved by storage.
+    pub fn get(&self) -> QueueConfig {
+        QueueConfig {
+            queue_size: self.queue_size,
+            num_consumers: self.num_consumers,
+            on_full: self.on_full.unwrap_or(match self.storage {
+                Storage::Memory => OnFull::DropOldest,
+                Storage::Disk => OnFull::Block,
+            }),
+            storage: self.storage,
+            max_size: self.max_size,
+            fsync: self.fsync,
+            fsync_interval: self.fsync_interval,
+            segment_size: self.segment_size,
         }
     }
 }
@@ -419,12 +451,7 @@ pub fn channel_sending(
     timeout: HumanDuration,
 ) -> SendingSettings {
     SendingSettings {
-        queue: QueueConfig {
-            queue_size: queue.queue_size,
-            num_consumers: queue.num_consumers,
-            on_full: queue.on_full,
-            ..QueueConfig::default()
-        },
+        queue: queue.get(),
         retry: RetryConfig {
             enabled: retry.enabled,
             initial_interval: retry.initial_interval,
