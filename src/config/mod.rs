@@ -665,6 +665,9 @@ struct RawService {
     /// TLS for `/health`, `/status` and `/metrics`.
     #[serde(default)]
     tls: Option<crate::net::tls::ServerTlsConfig>,
+    /// Enables `/ui`'s operator actions; a secret (`${VAR}`), empty = off.
+    #[serde(default)]
+    ui_token: Option<Secret>,
 }
 
 fn default_service_http() -> Option<Spanned<String>> {
@@ -715,6 +718,8 @@ pub struct ServiceConfig {
     pub shutdown_timeout: std::time::Duration,
     /// Bytes held in pipelines and sending queues past which receivers push back.
     pub memory_limit: u64,
+    /// `/ui`'s operator actions are enabled by this token (`None` or empty: off).
+    pub ui_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -789,6 +794,12 @@ impl Config {
                 ),
                 shutdown_timeout: raw.service.get_ref().shutdown_timeout.get(),
                 memory_limit: raw.service.get_ref().memory_limit.0,
+                ui_token: raw
+                    .service
+                    .get_ref()
+                    .ui_token
+                    .clone()
+                    .filter(|t| !t.is_empty()),
             },
             critical: BTreeMap::new(),
             receivers: BTreeMap::new(),

@@ -72,6 +72,8 @@ verbosity = "basic"
 [service]
 http = "{service}"
 data_dir = {data_dir}
+# /ui's operator actions (acknowledge, resume): on when this variable is set.
+ui_token = "${{TRADEWATCH_UI_TOKEN:-}}"
 shutdown_timeout = "5s"
 
 [service.pipelines.metrics]

@@ -133,26 +133,33 @@ impl ExporterConfig for AlertmanagerConfig {
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
-        Ok(Arc::new(AlertmanagerExporter {
-            shared: Arc::new(Shared {
-                client,
-                urls: self.urls(),
-                resolve_timeout: self.resolve_timeout.get(),
-                generator_url: self.generator_url.clone(),
-                filter: ChannelFilter {
-                    min_severity: self.min_severity,
-                    send_resolved: self.send_resolved,
-                },
-                active: Mutex::new(BTreeMap::new()),
-                state: ctx.state.clone(),
-                persist: tokio::sync::Mutex::new(()),
-                id: ctx.id.to_string(),
-                log: LogLimiter::new(Duration::from_secs(60)),
+        Ok(super::alerting::reported(
+            ctx,
+            super::alerting::ChannelFilter {
+                min_severity: self.min_severity,
+                send_resolved: self.send_resolved,
+            },
+            Arc::new(AlertmanagerExporter {
+                shared: Arc::new(Shared {
+                    client,
+                    urls: self.urls(),
+                    resolve_timeout: self.resolve_timeout.get(),
+                    generator_url: self.generator_url.clone(),
+                    filter: ChannelFilter {
+                        min_severity: self.min_severity,
+                        send_resolved: self.send_resolved,
+                    },
+                    active: Mutex::new(BTreeMap::new()),
+                    state: ctx.state.clone(),
+                    persist: tokio::sync::Mutex::new(()),
+                    id: ctx.id.to_string(),
+                    log: LogLimiter::new(Duration::from_secs(60)),
+                }),
+                resend_interval: self.resend_interval.get(),
+                stop: CancellationToken::new(),
+                resender: Arc::new(Mutex::new(None)),
             }),
-            resend_interval: self.resend_interval.get(),
-            stop: CancellationToken::new(),
-            resender: Arc::new(Mutex::new(None)),
-        }))
+        ))
     }
 }
 

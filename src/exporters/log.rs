@@ -50,13 +50,20 @@ impl ExporterConfig for LogConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
-        Ok(Arc::new(LogExporter {
-            id: ctx.id.to_string(),
-            filter: ChannelFilter {
+        Ok(super::alerting::reported(
+            ctx,
+            super::alerting::ChannelFilter {
                 min_severity: self.min_severity,
                 send_resolved: self.send_resolved,
             },
-        }))
+            Arc::new(LogExporter {
+                id: ctx.id.to_string(),
+                filter: ChannelFilter {
+                    min_severity: self.min_severity,
+                    send_resolved: self.send_resolved,
+                },
+            }),
+        ))
     }
 }
 

@@ -77,22 +77,29 @@ impl ExporterConfig for SlackConfig {
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
-        Ok(Arc::new(SlackExporter {
-            shared: Arc::new(Shared {
-                client,
-                url: self.webhook_url.clone(),
-                style: Style {
-                    channel: self.channel.clone(),
-                    username: self.username.clone(),
-                    icon_emoji: self.icon_emoji.clone(),
-                },
-                filter: ChannelFilter {
-                    min_severity: self.min_severity,
-                    send_resolved: self.send_resolved,
-                },
-                progress: alerting::Progress::default(),
+        Ok(super::alerting::reported(
+            ctx,
+            super::alerting::ChannelFilter {
+                min_severity: self.min_severity,
+                send_resolved: self.send_resolved,
+            },
+            Arc::new(SlackExporter {
+                shared: Arc::new(Shared {
+                    client,
+                    url: self.webhook_url.clone(),
+                    style: Style {
+                        channel: self.channel.clone(),
+                        username: self.username.clone(),
+                        icon_emoji: self.icon_emoji.clone(),
+                    },
+                    filter: ChannelFilter {
+                        min_severity: self.min_severity,
+                        send_resolved: self.send_resolved,
+                    },
+                    progress: alerting::Progress::default(),
+                }),
             }),
-        }))
+        ))
     }
 }
 

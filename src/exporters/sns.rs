@@ -260,14 +260,21 @@ impl ExporterConfig for SnsExporterConfig {
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
         let arn = TopicArn::parse(&self.topic_arn).map_err(|m| BuildError::new(&ctx.id, m))?;
-        Ok(Arc::new(SnsExporter {
-            inner: Arc::new(Inner {
-                fifo: arn.is_fifo(),
-                config: self.clone(),
-                client: OnceCell::new(),
-                published: Mutex::new(HashMap::new()),
+        Ok(super::alerting::reported(
+            ctx,
+            super::alerting::ChannelFilter {
+                min_severity: self.min_severity,
+                send_resolved: self.send_resolved,
+            },
+            Arc::new(SnsExporter {
+                inner: Arc::new(Inner {
+                    fifo: arn.is_fifo(),
+                    config: self.clone(),
+                    client: OnceCell::new(),
+                    published: Mutex::new(HashMap::new()),
+                }),
             }),
-        }))
+        ))
     }
 }
 

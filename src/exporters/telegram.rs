@@ -131,22 +131,29 @@ impl ExporterConfig for TelegramConfig {
             self.api_url.trim_end_matches('/'),
             self.bot_token.expose()
         );
-        Ok(Arc::new(TelegramExporter {
-            shared: Arc::new(Shared {
-                client,
-                url: Secret::new(url),
-                chat_id: match &self.chat_id {
-                    ChatId::Int(i) => json!(i),
-                    ChatId::Name(s) => json!(s),
-                },
-                mode: self.parse_mode,
-                filter: ChannelFilter {
-                    min_severity: self.min_severity,
-                    send_resolved: self.send_resolved,
-                },
-                progress: alerting::Progress::default(),
+        Ok(super::alerting::reported(
+            ctx,
+            super::alerting::ChannelFilter {
+                min_severity: self.min_severity,
+                send_resolved: self.send_resolved,
+            },
+            Arc::new(TelegramExporter {
+                shared: Arc::new(Shared {
+                    client,
+                    url: Secret::new(url),
+                    chat_id: match &self.chat_id {
+                        ChatId::Int(i) => json!(i),
+                        ChatId::Name(s) => json!(s),
+                    },
+                    mode: self.parse_mode,
+                    filter: ChannelFilter {
+                        min_severity: self.min_severity,
+                        send_resolved: self.send_resolved,
+                    },
+                    progress: alerting::Progress::default(),
+                }),
             }),
-        }))
+        ))
     }
 }
 

@@ -98,22 +98,29 @@ impl ExporterConfig for WebhookConfig {
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
         let headers =
             header_map(&self.headers).map_err(|_| BuildError::new(&ctx.id, "invalid header"))?;
-        Ok(Arc::new(WebhookExporter {
-            shared: Arc::new(Shared {
-                client,
-                url: self.url.clone(),
-                headers,
-                receiver: ctx.id.to_string(),
-                external_url: self.external_url.clone(),
-                max_alerts: self.max_alerts,
-                filter: ChannelFilter {
-                    min_severity: self.min_severity,
-                    send_resolved: self.send_resolved,
-                },
-                firing: Mutex::new(HashMap::new()),
-                progress: Progress::default(),
+        Ok(super::alerting::reported(
+            ctx,
+            super::alerting::ChannelFilter {
+                min_severity: self.min_severity,
+                send_resolved: self.send_resolved,
+            },
+            Arc::new(WebhookExporter {
+                shared: Arc::new(Shared {
+                    client,
+                    url: self.url.clone(),
+                    headers,
+                    receiver: ctx.id.to_string(),
+                    external_url: self.external_url.clone(),
+                    max_alerts: self.max_alerts,
+                    filter: ChannelFilter {
+                        min_severity: self.min_severity,
+                        send_resolved: self.send_resolved,
+                    },
+                    firing: Mutex::new(HashMap::new()),
+                    progress: Progress::default(),
+                }),
             }),
-        }))
+        ))
     }
 }
 

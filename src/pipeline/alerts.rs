@@ -163,17 +163,61 @@ pub fn fingerprint<'a>(name: &str, labels: impl IntoIterator<Item = (&'a str, &'
 pub struct AlertSink {
     tx: mpsc::Sender<Alert>,
     lost: Counter,
+    /// The live page's timeline, when the service has one.
+    board: Option<Arc<crate::service::board::Board>>,
 }
 
 impl AlertSink {
     pub fn new(capacity: usize, lost: Counter) -> (AlertSink, mpsc::Receiver<Alert>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (AlertSink { tx, lost }, rx)
+        (
+            AlertSink {
+                tx,
+                lost,
+                board: None,
+            },
+            rx,
+        )
+    }
+
+    /// Also adds every alert to `board`'s timeline (`/ui`).
+    pub fn with_board(mut self, board: Arc<crate::service::board::Board>) -> AlertSink {
+        self.board = Some(board);
+        self
     }
 
     /// Raises an alert. Never blocks the caller; if the alert queue is full the alert is
     /// logged at error level and counted, so it is never lost silently.
     pub fn emit(&self, alert: Alert) {
+        if let Some(board) = &self.board {
+            let fp = if alert.fingerprint.is_empty() {
+                fingerprint_of(&alert.name, &alert.attributes)
+            } else {
+                alert.fingerprint.clone()
+            };
+            let labels = alert
+                .attributes
+                .iter()
+                .filter(|kv| !kv.key.starts_with("alert."))
+                .map(|kv| {
+                    let v = kv
+                        .value
+                        .as_ref()
+                        .map(crate::otlp::value_text)
+                        .unwrap_or_default();
+                    (kv.key.clone(), v)
+                })
+                .collect();
+            board.alert(
+                &alert.name,
+                alert.state == AlertState::Firing,
+                alert.severity.as_str(),
+                &alert.summary,
+                &fp,
+                &alert.source,
+                labels,
+            );
+        }
         if let Err(e) = self.tx.try_send(alert) {
             let a = match e {
                 mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a,

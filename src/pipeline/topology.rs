@@ -79,6 +79,7 @@ impl Topology {
         );
         service_health.set_state(State::Ok);
         let (alert_sink, alert_rx) = AlertSink::new(4096, lost);
+        let alert_sink = alert_sink.with_board(telemetry.board());
         let alert_queue = Arc::new(Mutex::new(Some(alert_rx)));
 
         let memory = MemoryBudget::new(

@@ -222,6 +222,21 @@ impl ComponentHealth {
         }
     }
 
+    /// Every counter and gauge of this component, keyed as in `/status`.
+    pub fn counter_values(&self) -> Vec<(String, i64)> {
+        let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        metrics
+            .iter()
+            .map(|(k, m)| {
+                let v = match m {
+                    Metric::Counter(c) => c.get() as i64,
+                    Metric::Gauge(g) => g.get(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
     fn snapshot(&self) -> ComponentStatus {
         // Rendered outside the lock: the renderer takes the component's own locks.
         let detail = match self
@@ -348,6 +363,7 @@ pub struct Telemetry {
     components: Mutex<Vec<Arc<ComponentHealth>>>,
     service: Mutex<Vec<(String, Gauge)>>,
     started: Instant,
+    board: Arc<super::board::Board>,
 }
 
 impl Default for Telemetry {
@@ -358,6 +374,7 @@ impl Default for Telemetry {
             components: Mutex::default(),
             service: Mutex::default(),
             started: Instant::now(),
+            board: Arc::default(),
         }
     }
 }
@@ -406,6 +423,35 @@ impl Telemetry {
             .register(format!("tradewatch_{name}"), help, g.clone());
         list.push((name.to_owned(), g.clone()));
         g
+    }
+
+    /// What `/ui` shows: components publish panels here, alerts land in its timeline.
+    pub fn board(&self) -> Arc<super::board::Board> {
+        self.board.clone()
+    }
+
+    /// A service-wide counter `tradewatch_<name>_total` with `labels` (not tied to a
+    /// component: the service endpoint's own, such as refused `/ui` actions).
+    pub fn service_counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Counter {
+        let family = self
+            .inner
+            .counter_family(&format!("tradewatch_{name}"), help);
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let counter = family.get_or_create(&labels).clone();
+        counter
+    }
+
+    /// The service-wide gauges (`memory_used_bytes`, `memory_limit_bytes`).
+    pub fn service_values(&self) -> Vec<(String, i64)> {
+        self.service
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, g)| (n.clone(), g.get()))
+            .collect()
     }
 
     pub fn phase(&self) -> Phase {

@@ -10,12 +10,17 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub fn router(telemetry: Arc<Telemetry>) -> Router {
+pub fn router(
+    telemetry: Arc<Telemetry>,
+    ui_token: Option<crate::config::Secret>,
+    shutdown: CancellationToken,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(telemetry)
+        .with_state(telemetry.clone())
+        .merge(super::ui::router(telemetry, ui_token, shutdown))
 }
 
 /// Liveness: 200 from the moment the endpoint is bound, with the phase (`starting`,
@@ -100,6 +105,7 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     tls: Option<crate::net::tls::ServerTlsFiles>,
     telemetry: Arc<Telemetry>,
+    ui_token: Option<crate::config::Secret>,
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use crate::net::listener::{ConnectionsConfig, Listener, ListenerStats};
@@ -121,7 +127,7 @@ pub async fn serve(
         None => None,
     };
     let tcp = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, tls = tls.is_some(), "service endpoint listening (/health, /status, /metrics)");
+    tracing::info!(%addr, tls = tls.is_some(), "service endpoint listening (/health, /status, /metrics, /ui)");
     let listener = Listener {
         name: "service",
         tcp,
@@ -135,7 +141,7 @@ pub async fn serve(
     };
     Ok(crate::net::listener::serve(
         listener,
-        router(telemetry),
+        router(telemetry, ui_token, shutdown.clone()),
         shutdown,
     ))
 }

@@ -35,10 +35,15 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
                 addr,
                 cfg.service.tls.clone(),
                 telemetry.clone(),
+                cfg.service.ui_token.clone(),
                 service_stop.clone(),
             )
             .await
             .map_err(|source| RunError::ServiceEndpoint { addr, source })?;
+            tokio::spawn(super::ui::sample_collector(
+                telemetry.clone(),
+                service_stop.clone(),
+            ));
             Some(tokio::spawn(serve))
         }
         None => None,

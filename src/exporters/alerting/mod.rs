@@ -647,6 +647,66 @@ pub fn cut_chars(s: &str, max: usize) -> &str {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Delivery results on the live page
+
+/// Wraps an alert channel so that each attempt's result for each alert it admits reaches
+/// `/ui`'s timeline (`slack sent`, `telegram: answered 500 …`). The error text is the
+/// channel's own, which never holds a secret (URLs and tokens are left out of it).
+pub fn reported(
+    ctx: &crate::component::BuildContext,
+    filter: ChannelFilter,
+    inner: std::sync::Arc<dyn crate::component::Exporter>,
+) -> std::sync::Arc<dyn crate::component::Exporter> {
+    std::sync::Arc::new(Reported {
+        inner,
+        channel: ctx.id.to_string(),
+        filter,
+        board: ctx.telemetry.board(),
+    })
+}
+
+struct Reported {
+    inner: std::sync::Arc<dyn crate::component::Exporter>,
+    channel: String,
+    filter: ChannelFilter,
+    board: std::sync::Arc<crate::service::board::Board>,
+}
+
+impl crate::component::Exporter for Reported {
+    fn export(
+        &self,
+        payload: std::sync::Arc<Payload>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), ExportError>> {
+        let attempt = self.inner.export(payload.clone());
+        let (board, channel, filter) = (
+            self.board.clone(),
+            self.channel.clone(),
+            self.filter.clone(),
+        );
+        Box::pin(async move {
+            let result = attempt.await;
+            for a in alerts_in(&payload).unwrap_or_default() {
+                if a.is_alert && filter.admits(&a) {
+                    let r = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                    board.channel_result(&a.fingerprint, a.is_firing(), &channel, r);
+                }
+            }
+            result
+        })
+    }
+
+    fn start(
+        &self,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), crate::component::BuildError>> {
+        self.inner.start()
+    }
+
+    fn shutdown(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        self.inner.shutdown()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,6 +209,8 @@ pub struct Engine {
     saver: Saver,
     health: Arc<ComponentHealth>,
     counters: Counters,
+    /// `/ui`'s board: the risk part of each bot's panel.
+    board: Arc<crate::service::board::Board>,
 }
 
 pub fn now_nanos() -> Nanos {
@@ -232,6 +234,13 @@ fn texts(kvs: &[KeyValue]) -> Vec<(String, String)> {
 fn fmt_short(v: f64) -> String {
     let s = format!("{v:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn fmt_num(v: f64) -> String {
@@ -334,6 +343,7 @@ impl Engine {
             saver,
             health: health.clone(),
             counters,
+            board: ctx.telemetry.board(),
         };
         Ok(engine)
     }
@@ -459,6 +469,7 @@ impl Engine {
         }
         for (bot, o) in observed {
             changed |= e.evaluate_bot(engine, &bot, o, now);
+            e.publish_panel(&bot);
             if e.settings.emit_state_metrics {
                 e.state_metrics(&mut metrics, &bot);
                 any_metrics = true;
@@ -879,7 +890,163 @@ impl Engine {
                 }
             }
         }
+        self.publish_panel(bot);
         self.persist();
+    }
+
+    /// The risk part of the bot's `/ui` panel: each limit against its value, the
+    /// drawdown history with its limit line, the breach run, and the operator's `resume`.
+    fn publish_panel(&self, bot: &str) {
+        use crate::receivers::freqtrade::panel::panel_id;
+        use crate::service::board::{Field, Tone};
+        let Some(state) = self.bots.get(bot) else {
+            return;
+        };
+        let limits = self.settings.limits(bot);
+        let resume = self.resume_action(bot, state.strategy.clone());
+        self.board.update(&panel_id(bot), "bots", |e| {
+            for limit in [
+                Limit::MaxDrawdown,
+                Limit::MaxOpenTrades,
+                Limit::MaxLeverage,
+                Limit::MaxDailyLoss,
+            ] {
+                let (Some(v), Some(th)) = (state.values.get(&limit), limit.threshold(limits))
+                else {
+                    continue;
+                };
+                let breached = state.breaches.contains_key(&limit);
+                let near = th > 0.0 && *v >= th * 0.75;
+                let unit = limit.unit();
+                let suffix = if limit == Limit::MaxLeverage {
+                    "×"
+                } else {
+                    unit
+                };
+                let key = format!("limit_{}", limit.label());
+                let mut f = Field::number(&key, limit.words(), *v, 2, suffix).tone(if breached {
+                    Tone::Bad
+                } else if near {
+                    Tone::Warn
+                } else {
+                    Tone::Ok
+                });
+                f.label = format!(
+                    "{} (limit {}{suffix})",
+                    capitalize(limit.words()),
+                    fmt_num(th)
+                );
+                f.text = format!(
+                    "{}{suffix}{}",
+                    fmt_short(*v),
+                    if breached { " — BREACHED" } else { "" }
+                );
+                e.field(f);
+                if limit == Limit::MaxDrawdown {
+                    // As long a history as the receiver's series of the same panel.
+                    e.point("drawdown_pct", "Drawdown", "%", 0, *v)
+                        .limit("drawdown_pct", Some(th));
+                }
+            }
+            let breach = match &state.run {
+                None => Field::text("breach_run", "Breach run", "none").tone(Tone::Ok),
+                Some(run) => {
+                    let which: Vec<&str> = state.breaches.keys().map(|l| l.key()).collect();
+                    let action =
+                        match (&run.action.action, &run.action.done, &run.action.last_error) {
+                            (Some(Action::AlertOnly), _, _) | (None, _, _) => {
+                                "alert only".to_owned()
+                            }
+                            (Some(a), Some(_), _) => format!("{}: done", a.as_str()),
+                            (Some(a), None, Some(err)) => {
+                                format!("{}: failing ({err})", a.as_str())
+                            }
+                            (Some(a), None, None) => format!("{}: under way", a.as_str()),
+                        };
+                    Field::text(
+                        "breach_run",
+                        "Breach run",
+                        format!("{} — {action}", which.join(", ")),
+                    )
+                    .tone(Tone::Bad)
+                }
+            };
+            e.field(breach);
+            e.action("resume", "Resume bot", resume);
+        });
+    }
+
+    /// The operator's `resume` (from `/ui`): the bot's `start` through the same control
+    /// handle the breach action used, recorded as an alert record of its own.
+    fn resume_action(
+        &self,
+        bot: &str,
+        strategy: Option<String>,
+    ) -> crate::service::board::ActionFn {
+        let controls = self.controls.clone();
+        let control_id = self.settings.control.clone();
+        let alerts = self.alerts.clone();
+        let source = self.id.clone();
+        let ok = self.counters.actions_ok.clone();
+        let failed = self.counters.actions_failed.clone();
+        let bot = bot.to_owned();
+        Arc::new(move || {
+            let (controls, control_id, alerts, source, bot, strategy) = (
+                controls.clone(),
+                control_id.clone(),
+                alerts.clone(),
+                source.clone(),
+                bot.clone(),
+                strategy.clone(),
+            );
+            let (ok, failed) = (ok.clone(), failed.clone());
+            Box::pin(async move {
+                let handle = match &control_id {
+                    Some(id) => controls.get::<BotControlHandle>(id),
+                    None => controls
+                        .all::<BotControlHandle>()
+                        .into_iter()
+                        .find(|(_, h)| h.0.bots().contains(&bot))
+                        .map(|(_, h)| h),
+                };
+                let Some(handle) = handle else {
+                    return Err(format!("no freqtrade receiver controls bot {bot:?}"));
+                };
+                match handle.0.start(&bot).await {
+                    Ok(msg) => {
+                        ok.inc();
+                        tracing::warn!(processor = %source, bot, result = %msg, "bot resumed by an operator (/ui)");
+                        let mut attributes = vec![
+                            attr("bot", bot.as_str()),
+                            attr("action", "resume"),
+                            attr("actor", "operator (/ui)"),
+                        ];
+                        if let Some(s) = &strategy {
+                            attributes.push(attr("strategy", s.as_str()));
+                        }
+                        alerts.emit(Alert {
+                            name: "BotResumedByOperator".into(),
+                            state: AlertState::Resolved,
+                            severity: Severity::Info,
+                            summary: format!("{bot}: resumed by an operator from /ui ({msg})"),
+                            fingerprint: fingerprint(
+                                "BotResumedByOperator",
+                                [("bot", bot.as_str())],
+                            ),
+                            attributes,
+                            trace_id: None,
+                            source,
+                        });
+                        Ok(msg)
+                    }
+                    Err(e) => {
+                        failed.inc();
+                        tracing::error!(processor = %source, bot, "operator resume failed: {e}");
+                        Err(e.to_string())
+                    }
+                }
+            })
+        })
     }
 
     fn resolve_action_failure_alert(&self, bot: &str, strategy: Option<&str>, why: &str) {

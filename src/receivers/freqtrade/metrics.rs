@@ -344,7 +344,7 @@ pub fn unrealized_ratio(trades: &[Trade]) -> Option<f64> {
     (den > 0.0).then(|| num / den)
 }
 
-fn sum_known(vals: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+pub(crate) fn sum_known(vals: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     vals.fold(None, |acc, v| match v {
         Some(v) => Some(acc.unwrap_or(0.0) + v),
         None => acc,

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod metrics;
 pub mod models;
+pub mod panel;
 
 use crate::component::{
     BuildContext, BuildError, ComponentId, Kind, Outputs, Receiver, ReceiverConfig, Running, Signal,
@@ -237,6 +238,7 @@ impl ReceiverConfig for FreqtradeConfig {
         Ok(Box::new(FreqtradeReceiver {
             id: ctx.id.clone(),
             health: ctx.health.clone(),
+            board: ctx.telemetry.board(),
             bots,
             interval: self.interval.get(),
             concurrency: self.max_concurrent_polls,
@@ -300,6 +302,7 @@ impl Bot {
 struct FreqtradeReceiver {
     id: ComponentId,
     health: Arc<ComponentHealth>,
+    board: Arc<crate::service::board::Board>,
     bots: Vec<Arc<Bot>>,
     interval: Duration,
     concurrency: usize,
@@ -308,6 +311,9 @@ struct FreqtradeReceiver {
 /// What every bot task shares.
 struct Shared {
     health: Arc<ComponentHealth>,
+    /// `/ui`'s board: one panel per bot.
+    board: Arc<crate::service::board::Board>,
+    history: usize,
     bots: Vec<Arc<Bot>>,
     /// Bots whose last poll failed: kept on each transition, so a poll costs O(1) in
     /// health however many bots the receiver polls.
@@ -325,6 +331,7 @@ impl Receiver for FreqtradeReceiver {
         let FreqtradeReceiver {
             id,
             health,
+            board,
             bots,
             interval,
             concurrency,
@@ -338,6 +345,8 @@ impl Receiver for FreqtradeReceiver {
             };
             let shared = Arc::new(Shared {
                 health,
+                board,
+                history: panel::history_len(interval, bots.len()),
                 bots: bots.clone(),
                 down: AtomicUsize::new(0),
                 consumer,
@@ -454,6 +463,18 @@ async fn poll_once(
         tracing::warn!(bot = %bot.name, error = %e, consecutive_failures = failures, "freqtrade poll failed");
     }
     shared.record(bot, was_down, result.as_ref().err());
+    panel::publish(
+        &shared.board,
+        &panel::PollView {
+            bot: &bot.name,
+            snapshot: result.as_ref().ok(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            latency,
+            consecutive_failures: failures,
+            polls: bot.polls.get(),
+            history: shared.history,
+        },
+    );
     metrics::build(
         &metrics::PollOutcome {
             bot: &bot.name,
