@@ -326,7 +326,10 @@ pub async fn spawn_disk(
         if left > 0 {
             tracing::info!(exporter = %health.id, batches = left, "disk queue: undelivered batches stay on disk for the next start");
         }
-        if let Err(e) = tokio::task::spawn_blocking(move || shared.log().sync()).await {
+        let synced = tokio::task::spawn_blocking(move || shared.log().sync())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = synced {
             tracing::warn!(error = %e, "disk queue: final sync failed");
         }
         exporter.shutdown().await;
