@@ -32,7 +32,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the collector until SIGINT or SIGTERM (SIGHUP is logged and ignored: no reload yet).
+    /// Run the collector until SIGINT or SIGTERM (SIGHUP reloads the configuration file).
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = "config.toml")]

@@ -60,6 +60,32 @@ async fn supervise(run: Running, health: Arc<ComponentHealth>, shutdown: Cancell
     }
 }
 
+/// Waits (up to 10 s) for the tasks of a start-up that failed to end, after their
+/// tokens were cancelled and their inputs dropped.
+async fn wind_down(
+    receivers: Vec<(ComponentId, JoinHandle<()>)>,
+    pipelines: Vec<JoinHandle<()>>,
+    exporters: Vec<(ComponentId, JoinHandle<()>)>,
+) {
+    let all = async {
+        for (_, r) in receivers {
+            let _ = r.await;
+        }
+        for p in pipelines {
+            let _ = p.await;
+        }
+        for (_, e) in exporters {
+            let _ = e.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("components of a failed start-up did not stop within 10 s");
+    }
+}
+
 impl Topology {
     pub async fn start(cfg: &Config, telemetry: Arc<Telemetry>) -> Result<Topology, BuildError> {
         let stop_receiving = CancellationToken::new();
@@ -150,6 +176,8 @@ impl Topology {
                 c.health.report_error(State::Failed, e.message.clone());
                 stop_receiving.cancel();
                 hard_stop.cancel();
+                drop(exporter_handles);
+                wind_down(Vec::new(), Vec::new(), exporters).await;
                 return Err(e);
             }
             let settings = ec.sending();
@@ -173,6 +201,8 @@ impl Topology {
                             c.health.report_error(State::Failed, message.clone());
                             stop_receiving.cancel();
                             hard_stop.cancel();
+                            drop(exporter_handles);
+                            wind_down(Vec::new(), Vec::new(), exporters).await;
                             return Err(BuildError::new(id, message));
                         }
                     }
@@ -252,9 +282,13 @@ impl Topology {
                 Ok(run) => run,
                 Err(e) => {
                     health.report_error(State::Failed, e.message.clone());
-                    // Take down what already started before reporting the failure.
+                    // Take down what already started before reporting the failure, and
+                    // wait for it: whoever starts next (a reload falling back to the
+                    // previous configuration) may need the same ports and files.
                     stop_receiving.cancel();
                     hard_stop.cancel();
+                    drop(inputs);
+                    wind_down(running, pipelines, exporters).await;
                     return Err(e);
                 }
             };

@@ -10,17 +10,54 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// Asks the run loop to reload the configuration; the answer says how it went.
+pub type ReloadRequests =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, String>>>;
+
 pub fn router(
     telemetry: Arc<Telemetry>,
     ui_token: Option<crate::config::Secret>,
+    reload: Option<ReloadRequests>,
     shutdown: CancellationToken,
 ) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(telemetry.clone())
-        .merge(super::ui::router(telemetry, ui_token, shutdown))
+        .with_state(telemetry.clone());
+    if let Some(tx) = reload {
+        r = r.route(
+            "/reload",
+            axum::routing::post(move || reload_config(tx.clone())),
+        );
+    }
+    r.merge(super::ui::router(telemetry, ui_token, shutdown))
+}
+
+/// `POST /reload`: 200 once the new configuration runs, 400 with the errors when it is
+/// refused (the old one keeps running), 503 when no reload can be taken now.
+async fn reload_config(tx: ReloadRequests) -> impl IntoResponse {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"reloaded": false, "error": "the collector is shutting down"})),
+        );
+    }
+    match answer.await {
+        Ok(Ok(msg)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"reloaded": true, "message": msg})),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"reloaded": false, "error": e})),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"reloaded": false, "error": "the collector is shutting down"})),
+        ),
+    }
 }
 
 /// Liveness: 200 from the moment the endpoint is bound, with the phase (`starting`,
@@ -106,6 +143,7 @@ pub async fn serve(
     tls: Option<crate::net::tls::ServerTlsFiles>,
     telemetry: Arc<Telemetry>,
     ui_token: Option<crate::config::Secret>,
+    reload: Option<ReloadRequests>,
     shutdown: CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use crate::net::listener::{ConnectionsConfig, Listener, ListenerStats};
@@ -141,7 +179,7 @@ pub async fn serve(
     };
     Ok(crate::net::listener::serve(
         listener,
-        router(telemetry, ui_token, shutdown.clone()),
+        router(telemetry, ui_token, reload, shutdown.clone()),
         shutdown,
     ))
 }
