@@ -740,6 +740,9 @@ pub struct Config {
     pub pipelines: Vec<PipelineConfig>,
     /// `critical = true|false` as written in a component's table; see [`Config::is_critical`].
     pub critical: BTreeMap<(Kind, ComponentId), bool>,
+    /// The components this configuration was read with: a reload reads the file again
+    /// with the same ones.
+    pub registry: Registry,
 }
 
 impl Config {
@@ -802,6 +805,7 @@ impl Config {
                     .filter(|t| !t.is_empty()),
             },
             critical: BTreeMap::new(),
+            registry: registry.clone(),
             receivers: BTreeMap::new(),
             processors: BTreeMap::new(),
             exporters: BTreeMap::new(),

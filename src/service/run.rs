@@ -38,7 +38,7 @@ async fn reload(
     telemetry: &Arc<Telemetry>,
 ) -> Result<String, String> {
     let path = std::path::PathBuf::from(&cfg.file);
-    let new = Config::load(&path, &crate::registry::builtin()).map_err(|e| e.to_string())?;
+    let new = Config::load(&path, &cfg.registry).map_err(|e| e.to_string())?;
     if new.service.http != cfg.service.http {
         tracing::warn!(
             "[service] http changed: the service endpoint keeps its address until a restart"
