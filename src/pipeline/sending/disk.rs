@@ -375,19 +375,21 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let mut blocked = false;
+        // Encoded once per group, not again when a full queue makes it wait and retry
+        // (a decoded payload's encoding is real work); `Bytes` clones are shallow.
+        let mut records: VecDeque<(crate::component::Signal, u64, Bytes)> = group
+            .iter()
+            .map(|i| (i.payload.signal(), i.payload.items(), i.payload.to_bytes()))
+            .collect();
         while !group.is_empty() {
-            let records: Vec<(crate::component::Signal, u64, Bytes)> = group
-                .iter()
-                .map(|i| (i.payload.signal(), i.payload.items(), i.payload.to_bytes()))
-                .collect();
             let me = shared.clone();
+            let batch: Vec<_> = records.iter().cloned().collect();
             let appended = tokio::task::spawn_blocking(move || {
-                let mut entries = Vec::with_capacity(records.len());
+                let mut entries = Vec::with_capacity(batch.len());
                 let mut err = None;
                 // The lock is taken per record, so the sending loop (which reads and
                 // marks on the async workers) waits for one append at most.
-                for (signal, items, bytes) in &records {
+                for (signal, items, bytes) in &batch {
                     let mut log = me.log();
                     match log.append(*signal, *items, bytes) {
                         Ok(e) => entries.push(e),
@@ -398,43 +400,25 @@ async fn write_loop(
                     }
                     me.disk.bytes.set(log.live_bytes() as i64);
                 }
-                if fsync == Fsync::Always && !entries.is_empty() {
+                let mut durable = fsync == Fsync::Interval || entries.is_empty();
+                if !durable {
                     // Synced outside the lock, so the sending loop is not held up.
-                    let handle = me.log().sync_handle();
-                    if let Some(Err(e)) | Some(Ok(Err(e))) =
-                        handle.map(|h| h.map(|f| f.sync_data()))
+                    match me
+                        .log()
+                        .sync_handle()
+                        .map(|h| h.and_then(|f| f.sync_data()))
                     {
-                        // Not durable: nothing of the group counts as queued.
-                        return (Vec::new(), Some(AppendError::Io(e)), entries);
+                        Some(Err(e)) => err = Some(AppendError::Io(e)),
+                        _ => durable = true,
                     }
                 }
-                (entries, err, Vec::new())
+                (entries, durable, err)
             })
             .await;
-            let (entries, err, unsynced_entries) = match appended {
-                Ok(r) => r,
-                Err(e) => (
-                    Vec::new(),
-                    Some(AppendError::Io(std::io::Error::other(e.to_string()))),
-                    Vec::new(),
-                ),
-            };
-            if !unsynced_entries.is_empty() {
-                // Written but not synced: register them anyway (the data is in the
-                // kernel and will be sent), but keep their acknowledgements until
-                // delivery rather than telling anyone they are durable.
-                let mut p = shared.pending();
-                for e in unsynced_entries {
-                    let item = group.pop_front().expect("one item per entry");
-                    if !item.acks.is_empty() {
-                        p.acks.insert(e.seq, item.acks);
-                    }
-                    p.entries.push_back(e);
-                    counters.queue_size.inc();
-                }
-                drop(p);
-                shared.ready.notify_one();
-            }
+            let (entries, durable, err) = appended.unwrap_or_else(|e| {
+                let e = AppendError::Io(std::io::Error::other(e.to_string()));
+                (Vec::new(), false, Some(e))
+            });
             if !entries.is_empty() {
                 if fsync == Fsync::Interval {
                     unsynced = true;
@@ -442,12 +426,18 @@ async fn write_loop(
                 let mut p = shared.pending();
                 for e in entries {
                     let item = group.pop_front().expect("one item per entry");
-                    // The payload and its memory lease go now: the data is on disk.
-                    let kept: Vec<Ack> = item
-                        .acks
-                        .into_iter()
-                        .filter_map(Ack::settle_if_queued)
-                        .collect();
+                    records.pop_front();
+                    // The payload and its memory lease go now: the data is in the log.
+                    // Only a durable write settles the acknowledgements of waiters
+                    // content with "queued"; otherwise they wait for delivery.
+                    let kept: Vec<Ack> = if durable {
+                        item.acks
+                            .into_iter()
+                            .filter_map(Ack::settle_if_queued)
+                            .collect()
+                    } else {
+                        item.acks
+                    };
                     if !kept.is_empty() {
                         p.acks.insert(e.seq, kept);
                     }
@@ -457,8 +447,13 @@ async fn write_loop(
                 drop(p);
                 shared.ready.notify_one();
             }
+            let was_blocked = shared
+                .blocked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
             let Some(err) = err else {
-                if blocked {
+                if was_blocked {
                     *shared.blocked.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     health.report_ok();
                 }
@@ -469,10 +464,9 @@ async fn write_loop(
             if matches!(err, AppendError::Io(_)) {
                 shared.disk.write_errors.inc();
             }
-            if !blocked {
+            if !was_blocked {
                 tracing::warn!(exporter = %health.id, "{err}");
             }
-            blocked = true;
             *shared.blocked.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
             health.report_error(State::Degraded, err.to_string());
             let space = shared.space.notified();
