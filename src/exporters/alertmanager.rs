@@ -132,23 +132,21 @@ impl ExporterConfig for AlertmanagerConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let filter = super::alerting::ChannelFilter {
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+        };
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
         Ok(super::alerting::reported(
             ctx,
-            super::alerting::ChannelFilter {
-                min_severity: self.min_severity,
-                send_resolved: self.send_resolved,
-            },
+            filter.clone(),
             Arc::new(AlertmanagerExporter {
                 shared: Arc::new(Shared {
                     client,
                     urls: self.urls(),
                     resolve_timeout: self.resolve_timeout.get(),
                     generator_url: self.generator_url.clone(),
-                    filter: ChannelFilter {
-                        min_severity: self.min_severity,
-                        send_resolved: self.send_resolved,
-                    },
+                    filter,
                     active: Mutex::new(BTreeMap::new()),
                     state: ctx.state.clone(),
                     persist: tokio::sync::Mutex::new(()),

@@ -50,18 +50,16 @@ impl ExporterConfig for LogConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let filter = super::alerting::ChannelFilter {
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+        };
         Ok(super::alerting::reported(
             ctx,
-            super::alerting::ChannelFilter {
-                min_severity: self.min_severity,
-                send_resolved: self.send_resolved,
-            },
+            filter.clone(),
             Arc::new(LogExporter {
                 id: ctx.id.to_string(),
-                filter: ChannelFilter {
-                    min_severity: self.min_severity,
-                    send_resolved: self.send_resolved,
-                },
+                filter,
             }),
         ))
     }

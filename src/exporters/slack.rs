@@ -76,13 +76,14 @@ impl ExporterConfig for SlackConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let filter = super::alerting::ChannelFilter {
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+        };
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
         Ok(super::alerting::reported(
             ctx,
-            super::alerting::ChannelFilter {
-                min_severity: self.min_severity,
-                send_resolved: self.send_resolved,
-            },
+            filter.clone(),
             Arc::new(SlackExporter {
                 shared: Arc::new(Shared {
                     client,
@@ -92,10 +93,7 @@ impl ExporterConfig for SlackConfig {
                         username: self.username.clone(),
                         icon_emoji: self.icon_emoji.clone(),
                     },
-                    filter: ChannelFilter {
-                        min_severity: self.min_severity,
-                        send_resolved: self.send_resolved,
-                    },
+                    filter,
                     progress: alerting::Progress::default(),
                 }),
             }),

@@ -259,13 +259,14 @@ impl ExporterConfig for SnsExporterConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let filter = super::alerting::ChannelFilter {
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+        };
         let arn = TopicArn::parse(&self.topic_arn).map_err(|m| BuildError::new(&ctx.id, m))?;
         Ok(super::alerting::reported(
             ctx,
-            super::alerting::ChannelFilter {
-                min_severity: self.min_severity,
-                send_resolved: self.send_resolved,
-            },
+            filter.clone(),
             Arc::new(SnsExporter {
                 inner: Arc::new(Inner {
                     fifo: arn.is_fifo(),

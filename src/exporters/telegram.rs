@@ -125,6 +125,10 @@ impl ExporterConfig for TelegramConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let filter = super::alerting::ChannelFilter {
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+        };
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
         let url = format!(
             "{}/bot{}/sendMessage",
@@ -133,10 +137,7 @@ impl ExporterConfig for TelegramConfig {
         );
         Ok(super::alerting::reported(
             ctx,
-            super::alerting::ChannelFilter {
-                min_severity: self.min_severity,
-                send_resolved: self.send_resolved,
-            },
+            filter.clone(),
             Arc::new(TelegramExporter {
                 shared: Arc::new(Shared {
                     client,
@@ -146,10 +147,7 @@ impl ExporterConfig for TelegramConfig {
                         ChatId::Name(s) => json!(s),
                     },
                     mode: self.parse_mode,
-                    filter: ChannelFilter {
-                        min_severity: self.min_severity,
-                        send_resolved: self.send_resolved,
-                    },
+                    filter,
                     progress: alerting::Progress::default(),
                 }),
             }),

@@ -95,15 +95,16 @@ impl ExporterConfig for WebhookConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Exporter>, BuildError> {
+        let filter = super::alerting::ChannelFilter {
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+        };
         let client = alerting::http_client().map_err(|e| BuildError::new(&ctx.id, e))?;
         let headers =
             header_map(&self.headers).map_err(|_| BuildError::new(&ctx.id, "invalid header"))?;
         Ok(super::alerting::reported(
             ctx,
-            super::alerting::ChannelFilter {
-                min_severity: self.min_severity,
-                send_resolved: self.send_resolved,
-            },
+            filter.clone(),
             Arc::new(WebhookExporter {
                 shared: Arc::new(Shared {
                     client,
@@ -112,10 +113,7 @@ impl ExporterConfig for WebhookConfig {
                     receiver: ctx.id.to_string(),
                     external_url: self.external_url.clone(),
                     max_alerts: self.max_alerts,
-                    filter: ChannelFilter {
-                        min_severity: self.min_severity,
-                        send_resolved: self.send_resolved,
-                    },
+                    filter,
                     firing: Mutex::new(HashMap::new()),
                     progress: Progress::default(),
                 }),

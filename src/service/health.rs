@@ -88,6 +88,15 @@ enum Metric {
     Gauge(Gauge),
 }
 
+impl Metric {
+    fn value(&self) -> i64 {
+        match self {
+            Metric::Counter(c) => c.get() as i64,
+            Metric::Gauge(g) => g.get(),
+        }
+    }
+}
+
 pub struct ComponentHealth {
     pub id: ComponentId,
     pub kind: Kind,
@@ -227,13 +236,7 @@ impl ComponentHealth {
         let metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
         metrics
             .iter()
-            .map(|(k, m)| {
-                let v = match m {
-                    Metric::Counter(c) => c.get() as i64,
-                    Metric::Gauge(g) => g.get(),
-                };
-                (k.clone(), v)
-            })
+            .map(|(k, m)| (k.clone(), m.value()))
             .collect()
     }
 
@@ -262,13 +265,7 @@ impl ComponentHealth {
             detail,
             counters: metrics
                 .iter()
-                .map(|(k, m)| {
-                    let v = match m {
-                        Metric::Counter(c) => c.get() as i64,
-                        Metric::Gauge(g) => g.get(),
-                    };
-                    (k.clone(), v)
-                })
+                .map(|(k, m)| (k.clone(), m.value()))
                 .collect(),
         }
     }
