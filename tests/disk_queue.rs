@@ -477,10 +477,18 @@ fn a_disk_that_is_full_holds_what_was_accepted_until_there_is_room() {
         ok.is_empty(),
         "nothing can be queued on a full disk: {ok:?}"
     );
-    let st = exporter_status(&a);
-    let detail = st["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("No space left on device"), "{st}");
-    assert_eq!(st["state"], "degraded", "{st}");
+    common::eventually(
+        Duration::from_secs(20),
+        "/status to say the disk is full",
+        || {
+            let st = exporter_status(&a);
+            st["state"] == "degraded"
+                && st["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("No space left on device")
+        },
+    );
     assert!(
         a.metric(r#"tradewatch_exporter_queue_write_errors_total{exporter="otlp/out"}"#) >= 1.0
     );
