@@ -668,6 +668,9 @@ struct RawService {
     /// Enables `/ui`'s operator actions; a secret (`${VAR}`), empty = off.
     #[serde(default)]
     ui_token: Option<Secret>,
+    /// tradewatch's own spans.
+    #[serde(default)]
+    telemetry: crate::service::self_trace::TelemetryConfig,
 }
 
 fn default_service_http() -> Option<Spanned<String>> {
@@ -720,6 +723,8 @@ pub struct ServiceConfig {
     pub memory_limit: u64,
     /// `/ui`'s operator actions are enabled by this token (`None` or empty: off).
     pub ui_token: Option<Secret>,
+    /// `[service.telemetry]`: where tradewatch's own spans go.
+    pub telemetry: crate::service::self_trace::TelemetryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -803,6 +808,7 @@ impl Config {
                     .ui_token
                     .clone()
                     .filter(|t| !t.is_empty()),
+                telemetry: raw.service.get_ref().telemetry.clone(),
             },
             critical: BTreeMap::new(),
             registry: registry.clone(),
@@ -828,6 +834,22 @@ impl Config {
             match tls.check(|p| src.resolve_path(p)) {
                 Ok(files) => cfg.service.tls = Some(files),
                 Err(e) => errors.push(src.error_at_key(&["service", "tls", e.key], e.message)),
+            }
+        }
+
+        if let Err((key, message)) = cfg.service.telemetry.check(|p| src.resolve_path(p)) {
+            let path: Vec<&str> = ["service", "telemetry"]
+                .into_iter()
+                .chain(key.split('.'))
+                .collect();
+            errors.push(src.error_at_key(&path, message));
+        }
+        if let Some(tls) = &mut cfg.service.telemetry.tls {
+            for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
+                .into_iter()
+                .flatten()
+            {
+                *p = src.resolve_path(p);
             }
         }
 

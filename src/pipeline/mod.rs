@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Why a receiver's data was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -208,7 +209,16 @@ impl PipelineRunner {
                 biased;
                 b = self.rx.recv() => match b {
                     Some(b) if self.processors.is_empty() => export(&self.exporters, b).await,
-                    Some(b) => self.push(0, vec![b]).await,
+                    Some(b) => {
+                        // A span per batch through the processors (self-tracing).
+                        let span = tracing::debug_span!(
+                            "pipeline.batch",
+                            pipeline = %self.id,
+                            signal = %b.payload.signal(),
+                            items = b.payload.items(),
+                        );
+                        self.push(0, vec![b]).instrument(span).await
+                    }
                     None => break,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush(false).await,
@@ -244,10 +254,12 @@ impl PipelineRunner {
             if !due {
                 continue;
             }
+            let span =
+                tracing::debug_span!("pipeline.flush", pipeline = %self.id, stage = i, force);
             let mut out = Vec::new();
-            self.processors[i].flush(force, &mut out);
+            span.in_scope(|| self.processors[i].flush(force, &mut out));
             if !out.is_empty() {
-                self.push(i + 1, out).await;
+                self.push(i + 1, out).instrument(span).await;
             }
         }
     }

@@ -36,6 +36,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 mod disk;
 pub use disk::spawn_disk;
@@ -635,18 +636,30 @@ async fn send_one(
 ) -> Outcome {
     let signal = payload.signal();
     let items = payload.items();
-    let attempt = AssertUnwindSafe(svc.oneshot(payload)).catch_unwind();
+    // A span per request, retries included (self-tracing).
+    let span = tracing::debug_span!(
+        "exporter.send",
+        exporter = %health.id,
+        signal = %signal,
+        items,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let attempt = AssertUnwindSafe(svc.oneshot(payload).instrument(span.clone())).catch_unwind();
     let result = tokio::select! {
         r = attempt => r,
         _ = hard_stop.cancelled() => return Outcome::Abandoned,
     };
     match result {
         Ok(Ok(())) => {
+            span.record("outcome", "delivered");
             counters.of(signal).sent.inc_by(items);
             health.report_ok();
             Outcome::Delivered
         }
         Ok(Err(e)) => {
+            span.record("outcome", "failed");
+            span.record("otel.status_code", "error");
             counters.of(signal).failed.inc_by(items);
             health.report_error(
                 State::Degraded,
@@ -656,6 +669,8 @@ async fn send_one(
             Outcome::Failed
         }
         Err(panic) => {
+            span.record("outcome", "panicked");
+            span.record("otel.status_code", "error");
             let msg = panic_message(&*panic);
             counters.panics.inc();
             counters.of(signal).failed.inc_by(items);

@@ -4,6 +4,7 @@ pub mod board;
 pub mod health;
 pub mod http;
 pub mod run;
+pub mod self_trace;
 pub mod ui;
 
 pub use health::{ComponentHealth, Overall, Phase, State, Telemetry};

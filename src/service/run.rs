@@ -39,6 +39,11 @@ async fn reload(
 ) -> Result<String, String> {
     let path = std::path::PathBuf::from(&cfg.file);
     let new = Config::load(&path, &cfg.registry).map_err(|e| e.to_string())?;
+    if new.service.telemetry.traces_endpoint != cfg.service.telemetry.traces_endpoint
+        || new.service.telemetry.traces_sample_ratio != cfg.service.telemetry.traces_sample_ratio
+    {
+        tracing::warn!("[service.telemetry] changed: tradewatch's own spans keep their endpoint and ratio until a restart");
+    }
     if new.service.http != cfg.service.http {
         tracing::warn!(
             "[service] http changed: the service endpoint keeps its address until a restart"
@@ -96,6 +101,20 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
         )
     };
     let (reloads_ok, reloads_refused) = (reloads("ok"), reloads("refused"));
+    let spans = |result: &str| {
+        telemetry.service_counter(
+            "self_spans",
+            "tradewatch's own spans sent to [service.telemetry] traces_endpoint, by result: exported, or failed (the endpoint refused them or could not be reached; they are not retried)",
+            &[("result", result)],
+        )
+    };
+    let self_spans = super::self_trace::Counters {
+        exported: spans("exported"),
+        failed: spans("failed"),
+    };
+    if let Err(e) = super::self_trace::start(&cfg.service.telemetry, self_spans) {
+        tracing::error!("tradewatch's own spans are off: {e}");
+    }
     let service = match cfg.service.http {
         Some(addr) => {
             let serve = super::http::serve(
@@ -168,6 +187,8 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<(), RunError> {
     telemetry.set_phase(Phase::Draining);
     tracing::info!(deadline = ?cfg.service.shutdown_timeout, "shutting down: no new data accepted; draining");
     let report = topology.shutdown(cfg.service.shutdown_timeout).await;
+    // The last spans (the drain's own) go out before the runtime does.
+    let _ = tokio::task::spawn_blocking(super::self_trace::flush).await;
     // The service endpoint stays up while draining, so /status shows it; now it goes.
     service_stop.cancel();
     if let Some(s) = service {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The limits, in evaluation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -512,7 +513,14 @@ impl Engine {
             .map(|(n, _)| n.clone())
             .collect();
         for bot in due {
-            e.start_action(engine, &bot, now);
+            let Some((action, attempt)) = e.bots.get(&bot).and_then(|b| {
+                let a = &b.run.as_ref()?.action;
+                Some((a.action?, a.attempts + 1))
+            }) else {
+                continue;
+            };
+            let span = action_span(&bot, action, attempt);
+            e.start_action(engine, &bot, now, span);
         }
         if e.rules.take_dirty() || !transitions.is_empty() {
             e.persist();
@@ -595,6 +603,12 @@ impl Engine {
             state.run = None;
         }
         let start_action = !was_in_run && state.run.is_some() && limits.action != Action::AlertOnly;
+        // The action's span (self-tracing): its trace id goes into the breach alerts, so an
+        // alert leads to the trace of what was done about it.
+        let action_span = start_action.then(|| action_span(bot, limits.action, 1));
+        let action_trace = action_span
+            .as_ref()
+            .and_then(crate::service::self_trace::trace_id);
         for (limit, value, threshold) in newly {
             changed = true;
             self.counters.breaches.inc();
@@ -642,7 +656,7 @@ impl Engine {
                 summary,
                 fingerprint: fingerprint(limit.alert_name(), [("bot", bot)]),
                 attributes,
-                trace_id: None,
+                trace_id: action_trace.clone(),
                 source: self.id.clone(),
             });
         }
@@ -688,9 +702,9 @@ impl Engine {
         if failure_alerted {
             self.resolve_action_failure_alert(bot, strategy.as_deref(), "the breach run ended");
         }
-        if start_action {
+        if let Some(span) = action_span {
             changed = true;
-            self.start_action(engine, bot, now);
+            self.start_action(engine, bot, now, span);
         }
         changed
     }
@@ -790,7 +804,13 @@ impl Engine {
     }
 
     /// Runs the run's action in the background; the result comes back under the lock.
-    fn start_action(&mut self, engine: &Arc<Mutex<Engine>>, bot: &str, now: Nanos) {
+    fn start_action(
+        &mut self,
+        engine: &Arc<Mutex<Engine>>,
+        bot: &str,
+        now: Nanos,
+        span: tracing::Span,
+    ) {
         let retry = self.settings.action_retry_interval;
         let control = self.control_for(bot);
         let Some(run) = self.bots.get_mut(bot).and_then(|b| b.run.as_mut()) else {
@@ -813,9 +833,17 @@ impl Engine {
                 )),
                 Some(c) => act(&*c.0, &bot, action).await,
             };
+            let current = tracing::Span::current();
+            match &result {
+                Ok(_) => current.record("outcome", "done"),
+                Err(e) => current
+                    .record("outcome", e.as_str())
+                    .record("otel.status_code", "error"),
+            };
             let mut guard = engine.lock().unwrap_or_else(|e| e.into_inner());
             guard.action_done(&bot, run_since, action, result);
-        };
+        }
+        .instrument(span);
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 h.spawn(task);
@@ -884,7 +912,7 @@ impl Engine {
                         ),
                         fingerprint: fingerprint("RiskActionFailed", [("bot", bot)]),
                         attributes,
-                        trace_id: None,
+                        trace_id: crate::service::self_trace::current_trace_id(),
                         source: self.id.clone(),
                     });
                 }
@@ -1184,6 +1212,18 @@ struct SavedRef<'a> {
     bots: &'a BTreeMap<String, BotRisk>,
     daily: &'a BTreeMap<String, DailyBase>,
     rules: Vec<SavedSeries>,
+}
+
+/// The span of one attempt at a breach run's action.
+fn action_span(bot: &str, action: Action, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "risk.action",
+        bot,
+        action = action.as_str(),
+        attempt,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 /// Runs `action` on `bot`; `stop` falls back to `pause`.

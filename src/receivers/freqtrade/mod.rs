@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 fn default_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
@@ -397,10 +398,12 @@ async fn poll_loop(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let span = tracing::debug_span!("freqtrade.poll", bot = %bot.name);
         let poll = async {
             let _permit = shared.permits.acquire().await;
             poll_once(&shared, &bot).await
-        };
+        }
+        .instrument(span);
         let req = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = poll => r,
@@ -598,12 +601,16 @@ impl FleetControl {
         bot: &'a str,
         path: String,
     ) -> BoxFuture<'a, Result<String, ControlError>> {
-        Box::pin(async move {
-            let b = self.bot(bot)?;
-            let msg = b.client.post(&path).await?;
-            tracing::info!(bot, action = %path, result = %msg, "freqtrade control action");
-            Ok(msg)
-        })
+        let span = tracing::debug_span!("freqtrade.control", bot, action = %path);
+        Box::pin(
+            async move {
+                let b = self.bot(bot)?;
+                let msg = b.client.post(&path).await?;
+                tracing::info!(bot, action = %path, result = %msg, "freqtrade control action");
+                Ok(msg)
+            }
+            .instrument(span),
+        )
     }
 }
 
