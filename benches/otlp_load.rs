@@ -22,6 +22,9 @@
 //!   and answer clients once the data is queued (`wait_for_delivery = "queued"`):
 //!   the cost of durability; the table's "written B/span" column is the bytes the
 //!   collector wrote to storage (`/proc/<pid>/io` `write_bytes`) per span.
+//!   `tradewatch-traced` and `tradewatch-traced-1pct` turn tradewatch's own spans on
+//!   (`[service.telemetry]`, ratio 1 or 0.01; sent to a closed port): the cost of
+//!   self-tracing per request.
 //! - `BENCH_TRADEWATCH_BIN`: tradewatch binary (default: Cargo's
 //!   `CARGO_BIN_EXE_tradewatch`, else `target/release/tradewatch`).
 //! - `TRADEWATCH_PYTHON` (`.venv/bin/python`): interpreter whose site-packages
@@ -118,6 +121,8 @@ fn main() {
             "tradewatch-tls" => start_tradewatch(&log_dir, Variant::Tls),
             "tradewatch-disk" => start_tradewatch(&log_dir, Variant::Disk(false)),
             "tradewatch-disk-always" => start_tradewatch(&log_dir, Variant::Disk(true)),
+            "tradewatch-traced" => start_tradewatch(&log_dir, Variant::Traced(false)),
+            "tradewatch-traced-1pct" => start_tradewatch(&log_dir, Variant::Traced(true)),
             "rotel" => start_rotel(&log_dir),
             other => Err(format!("unknown collector {other:?} in BENCH_COLLECTORS")),
         };
@@ -532,6 +537,10 @@ enum Variant {
     Tls,
     /// The relay with a disk queue, answering once queued; `true`: fsync always.
     Disk(bool),
+    /// The relay with its own spans on (`[service.telemetry]`), every trace recorded
+    /// (`true`: 1 %). They go to a port nobody listens on: span creation, recording and
+    /// encoding are paid, the export fails at once.
+    Traced(bool),
 }
 
 fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, String> {
@@ -557,6 +566,8 @@ fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, Strin
         Variant::Tls => ("tradewatch-tls", ""),
         Variant::Disk(false) => ("tradewatch-disk", ""),
         Variant::Disk(true) => ("tradewatch-disk-always", ""),
+        Variant::Traced(false) => ("tradewatch-traced", ""),
+        Variant::Traced(true) => ("tradewatch-traced-1pct", ""),
         Variant::Resource => (
             "tradewatch-resource",
             "[processors.resource]\n\
@@ -573,6 +584,18 @@ fn start_tradewatch(log_dir: &Path, variant: Variant) -> Result<Collector, Strin
             ),
             format!("data_dir = \"{}\"\n", dir.0.join("data").display()),
         ),
+        Variant::Traced(one_pct) => {
+            let [dead] = free_ports::<1>();
+            (
+                String::new(),
+                String::new(),
+                format!(
+                    "[service.telemetry]\ntraces_endpoint = \"http://127.0.0.1:{dead}\"\n\
+                     traces_sample_ratio = {}\n",
+                    if one_pct { 0.01 } else { 1.0 }
+                ),
+            )
+        }
         _ => (String::new(), String::new(), String::new()),
     };
     let mut toml = format!(

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 #[test]
 fn shipped_config_starts_serves_and_exits_cleanly() {
-    let (grpc, http, service) = (
+    let (grpc, http, service, prom) = (
+        common::free_port(),
         common::free_port(),
         common::free_port(),
         common::free_port(),
@@ -22,6 +23,7 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
         ("TRADEWATCH_OTLP_GRPC", format!("127.0.0.1:{grpc}")),
         ("TRADEWATCH_OTLP_HTTP", format!("127.0.0.1:{http}")),
         ("TRADEWATCH_SERVICE_HTTP", format!("127.0.0.1:{service}")),
+        ("TRADEWATCH_PROMETHEUS", format!("127.0.0.1:{prom}")),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut c = Collector::spawn(dir, cfg, service, &env);
@@ -38,7 +40,15 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    for id in ["otlp", "batch", "debug", "file"] {
+    for id in [
+        "otlp",
+        "batch",
+        "debug",
+        "file",
+        "freqtrade/demo",
+        "risk",
+        "prometheus",
+    ] {
         assert!(ids.contains(&id), "/status lists {id}: {ids:?}");
     }
     assert!(c.metrics().contains(
@@ -57,6 +67,35 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
     );
     let spans = spans_in(&read_jsonl(&out));
     assert_eq!(spans[0].1["traceId"], "0102030405060708090a0b0c0d0e0f10");
+
+    // The trading pipeline against the built-in simulated bot (the README's first command):
+    // its metrics in percent on the Prometheus endpoint, the live page, and an alert once
+    // the simulated drawdown run passes a limit (about 45 s in).
+    let prom_addr = std::net::SocketAddr::from(([127, 0, 0, 1], prom));
+    eventually(
+        Duration::from_secs(30),
+        "the simulated bot's metrics on the Prometheus endpoint",
+        || {
+            http_get(prom_addr, "/metrics").is_ok_and(|(code, body)| {
+                code == 200
+                    && body.contains("freqtrade_drawdown_current_pct")
+                    && body.contains("bot=\"demo\"")
+            })
+        },
+    );
+    let (code, page) = http_get(c.service, "/ui").unwrap();
+    assert_eq!(code, 200, "{page}");
+    eventually(
+        Duration::from_secs(120),
+        "a firing alert that paused the simulated bot, in out/telemetry.jsonl",
+        || {
+            common::logs_in(&read_jsonl(&out)).iter().any(|(_, r)| {
+                let a = common::attrs(&r["attributes"]);
+                a.get("alert.state").and_then(|v| v.as_str()) == Some("firing")
+                    && a.get("action").and_then(|v| v.as_str()) == Some("pause")
+            })
+        },
+    );
 
     let status = c.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}:\n{}", c.logs());

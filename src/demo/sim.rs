@@ -238,7 +238,14 @@ pub async fn spawn_on(
     addr: SocketAddr,
     cfg: SimConfig,
 ) -> std::io::Result<(SocketAddr, SimHandle)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    spawn_listener(tokio::net::TcpListener::bind(addr).await?, cfg).await
+}
+
+/// Like [`spawn`] on a bound listener.
+pub async fn spawn_listener(
+    listener: tokio::net::TcpListener,
+    cfg: SimConfig,
+) -> std::io::Result<(SocketAddr, SimHandle)> {
     let addr = listener.local_addr()?;
     let epoch_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

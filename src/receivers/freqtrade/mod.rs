@@ -63,6 +63,11 @@ pub struct FreqtradeConfig {
     max_concurrent_polls: usize,
     #[serde(default)]
     bots: Vec<BotEntry>,
+    /// Poll a simulated bot tradewatch serves itself on a free loopback port (`tradewatch
+    /// demo`'s), instead of `url`: the shipped configuration shows the trading pipeline
+    /// with nothing else running. Its drawdown passes 20% about 45 s after start.
+    #[serde(default)]
+    simulate: bool,
     /// Filled by [`parse`]: the checked bots.
     #[serde(skip)]
     resolved: Vec<BotSettings>,
@@ -108,6 +113,20 @@ fn parse_config(src: &Source, id: &ComponentId) -> Result<FreqtradeConfig, Confi
     }
     let timeout = c.timeout.unwrap_or_else(default_timeout).get();
     let auth = c.auth.unwrap_or(Auth::Jwt);
+    if c.simulate {
+        if c.url.is_some() || !c.bots.is_empty() {
+            return Err(err(
+                &["simulate"],
+                "simulate = true polls the built-in simulated bot: remove url and bots (or simulate)",
+            ));
+        }
+        let sim = crate::demo::sim::SimConfig::default();
+        c.url = Some(SIMULATED_URL.into());
+        c.username.get_or_insert(sim.username);
+        if c.password.as_ref().is_none_or(|p| p.is_empty()) {
+            c.password = Some(Secret::new(sim.password));
+        }
+    }
     let entries = if c.bots.is_empty() {
         let Some(url) = c.url.clone() else {
             return Err(err(
@@ -196,6 +215,23 @@ impl ReceiverConfig for FreqtradeConfig {
     }
 
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
+        // The simulated bot's port is taken now, so its URL is known to the client.
+        let simulator = if self.simulate {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| BuildError::new(&ctx.id, format!("simulated bot: {e}")))?;
+            Some(l)
+        } else {
+            None
+        };
+        let sim_url = match &simulator {
+            Some(l) => Some(format!(
+                "http://{}",
+                l.local_addr()
+                    .map_err(|e| BuildError::new(&ctx.id, format!("simulated bot: {e}")))?
+            )),
+            None => None,
+        };
         let http = reqwest::Client::builder()
             // A poll's requests go one after another: one kept-alive connection per bot.
             .pool_max_idle_per_host(1)
@@ -209,7 +245,7 @@ impl ReceiverConfig for FreqtradeConfig {
                 Arc::new(Bot {
                     client: Client::new(
                         http.clone(),
-                        &s.url,
+                        sim_url.as_deref().unwrap_or(&s.url),
                         s.username.clone(),
                         s.password.clone(),
                         s.auth,
@@ -243,6 +279,7 @@ impl ReceiverConfig for FreqtradeConfig {
             bots,
             interval: self.interval.get(),
             concurrency: self.max_concurrent_polls,
+            simulator,
         }))
     }
 }
@@ -307,6 +344,8 @@ struct FreqtradeReceiver {
     bots: Vec<Arc<Bot>>,
     interval: Duration,
     concurrency: usize,
+    /// `simulate = true`: the simulated bot's listener, served from start.
+    simulator: Option<std::net::TcpListener>,
 }
 
 /// What every bot task shares.
@@ -336,8 +375,26 @@ impl Receiver for FreqtradeReceiver {
             bots,
             interval,
             concurrency,
+            simulator,
         } = *self;
         Box::pin(async move {
+            let simulator = match simulator {
+                Some(l) => {
+                    let sim = crate::demo::sim::SimConfig {
+                        drawdown_ramp: Duration::from_secs(45),
+                        ..Default::default()
+                    };
+                    let served = tokio::net::TcpListener::from_std(l);
+                    let (addr, handle) = match served {
+                        Ok(l) => crate::demo::sim::spawn_listener(l, sim).await,
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| BuildError::new(&id, format!("simulated bot: {e}")))?;
+                    tracing::info!(receiver = %id, "simulated Freqtrade bot at http://{addr}/api/v1/ (simulate = true); its drawdown passes 20% in about 45 s");
+                    Some(handle)
+                }
+                None => None,
+            };
             let Some(consumer) = outputs.get(Signal::Metrics).cloned() else {
                 return Err(BuildError::new(
                     &id,
@@ -375,11 +432,17 @@ impl Receiver for FreqtradeReceiver {
                     ));
                 }
                 while tasks.join_next().await.is_some() {}
+                if let Some(sim) = simulator {
+                    sim.shutdown().await;
+                }
             });
             Ok(run)
         })
     }
 }
+
+/// `url` while parsing `simulate = true`; the real one is known once the port is bound.
+const SIMULATED_URL: &str = "http://127.0.0.1:0";
 
 /// Waves per interval in which a fleet's polls start.
 const SPREAD_SLOTS: u32 = 50;
@@ -691,6 +754,56 @@ mod tests {
             shutdown: Default::default(),
             memory: crate::pipeline::memory::MemoryBudget::unlimited(),
         }
+    }
+
+    #[test]
+    fn simulate_needs_no_url_or_credentials_and_refuses_a_url() {
+        let c = parse_text(
+            "[receivers.\"freqtrade/demo\"]\nsimulate = true\n",
+            "freqtrade/demo",
+        )
+        .unwrap();
+        assert_eq!(c.bots().len(), 1);
+        assert_eq!(c.bots()[0].name, "demo");
+        assert_eq!(c.bots()[0].username, "freqtrader");
+        let e = parse_text(
+            "[receivers.\"freqtrade/demo\"]\nsimulate = true\nurl = \"http://h:1\"\n",
+            "freqtrade/demo",
+        )
+        .unwrap_err();
+        assert!(e.contains("simulate"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_simulated_bot_is_served_and_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ComponentId::parse("freqtrade/demo").unwrap();
+        let c = parse_text(
+            "[receivers.\"freqtrade/demo\"]\nsimulate = true\ninterval = \"100ms\"\n",
+            "freqtrade/demo",
+        )
+        .unwrap();
+        let ctx = context(&id, dir.path());
+        let receiver = c.build(&ctx).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let mut outputs = Outputs::default();
+        outputs.set(Consumer::new(
+            Signal::Metrics,
+            vec![tx],
+            crate::pipeline::memory::MemoryBudget::unlimited(),
+            Duration::from_millis(10),
+            Default::default(),
+            Default::default(),
+        ));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(receiver.start(outputs, stop.clone()).await.unwrap());
+        let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a poll of the simulated bot within 20 s")
+            .expect("a batch");
+        assert!(batch.payload.items() > 0);
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]
