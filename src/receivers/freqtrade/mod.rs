@@ -756,6 +756,20 @@ mod tests {
         }
     }
 
+    /// A metrics output into `tx`, as a pipeline would give the receiver.
+    fn metrics_output(tx: tokio::sync::mpsc::Sender<Batch>) -> Outputs {
+        let mut outputs = Outputs::default();
+        outputs.set(Consumer::new(
+            Signal::Metrics,
+            vec![tx],
+            crate::pipeline::memory::MemoryBudget::unlimited(),
+            Duration::from_millis(10),
+            Default::default(),
+            Default::default(),
+        ));
+        outputs
+    }
+
     #[test]
     fn simulate_needs_no_url_or_credentials_and_refuses_a_url() {
         let c = parse_text(
@@ -786,15 +800,7 @@ mod tests {
         let ctx = context(&id, dir.path());
         let receiver = c.build(&ctx).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let mut outputs = Outputs::default();
-        outputs.set(Consumer::new(
-            Signal::Metrics,
-            vec![tx],
-            crate::pipeline::memory::MemoryBudget::unlimited(),
-            Duration::from_millis(10),
-            Default::default(),
-            Default::default(),
-        ));
+        let outputs = metrics_output(tx);
         let stop = CancellationToken::new();
         let task = tokio::spawn(receiver.start(outputs, stop.clone()).await.unwrap());
         let batch = tokio::time::timeout(Duration::from_secs(20), rx.recv())
@@ -888,15 +894,7 @@ timeout = "1s"
         let receiver = c.build(&ctx).unwrap();
         let handle = ctx.controls.get::<BotControlHandle>("freqtrade/x").unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let mut outputs = Outputs::default();
-        outputs.set(Consumer::new(
-            Signal::Metrics,
-            vec![tx],
-            crate::pipeline::memory::MemoryBudget::unlimited(),
-            Duration::from_millis(10),
-            Default::default(),
-            Default::default(),
-        ));
+        let outputs = metrics_output(tx);
         let stop = CancellationToken::new();
         let task = tokio::spawn(receiver.start(outputs, stop.clone()).await.unwrap());
         let mut ups = Vec::new();
