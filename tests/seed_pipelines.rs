@@ -528,7 +528,7 @@ fn seeds() -> Vec<Seed> {
 
 /// The seed texts, by number (they live beside the repository, not in it).
 fn seed_text(dir: &std::path::Path, id: &str) -> String {
-    let entry = std::fs::read_dir(&dir)
+    let entry = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok())
         .find(|e| {
