@@ -20,7 +20,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tradewatch::component::ComponentId;
+use tradewatch::component::{ComponentId, Kind};
 use tradewatch::config::{Config, Source};
 use tradewatch::otlp::MetricKind;
 use tradewatch::processors::risk::rules::{
@@ -153,6 +153,8 @@ struct RuleRow {
     scale: f64,
     /// What a series that stops arriving means, where the seed says.
     missing: Option<MissingData>,
+    /// Composite rules: the rules they combine.
+    any_of: &'static [&'static str],
     points: Vec<Point>,
     /// A clock tick after the points, at this many seconds.
     tick: Option<u64>,
@@ -182,6 +184,7 @@ fn rule(
         for_secs,
         scale: 1.0,
         missing: None,
+        any_of: &[],
         points,
         tick: None,
         want,
@@ -203,6 +206,10 @@ impl RuleRow {
     }
     fn missing(mut self, m: MissingData) -> RuleRow {
         self.missing = Some(m);
+        self
+    }
+    fn any_of(mut self, rules: &'static [&'static str]) -> RuleRow {
+        self.any_of = rules;
         self
     }
 }
@@ -229,6 +236,11 @@ struct Seed {
     checks: Vec<(&'static str, &'static str)>,
     rules: Vec<RuleRow>,
     limits: Option<LimitsRow>,
+    /// The alert channels (exporters of a pipeline the `alerts` receiver feeds).
+    channels: &'static [&'static str],
+    /// Settings the seed gives (intervals, timeouts, ports), as the file resolves them
+    /// with no variable set: (component, key path, value).
+    settings: &'static [(&'static str, &'static str, &'static str)],
 }
 
 // A table, one item a line where it fits: kept as written.
@@ -325,10 +337,26 @@ fn seeds() -> Vec<Seed> {
                     vec![g(0, "ExecutionsFailed", &[("state_machine", "backtest")], 1.0)], Critical),
                 rule("§8 composite alarm tradai-system-health", "SystemHealth", "", Op::Gt, None, None, 0,
                     vec![g(0, "FreeStorageSpace", &[], 1.0e9)], Critical)
-                    .kind(RuleKind::Composite),
+                    .kind(RuleKind::Composite)
+                    .any_of(&["ServiceUnhealthy", "StaleHeartbeats", "RdsCpuHigh", "RdsStorageLow", "Api5xxRateHigh", "StepFunctionFailures"]),
             ],
             // §5 RiskLimits: 20 %, 5 trades, 3x, pause; fail-closed after 5 failed polls
             limits: Some((20.0, Some(5.0), Some(3.0), None, Some(5), Action::Pause)),
+            // §8: every alarm notifies the SNS topic
+            channels: &["sns"],
+            settings: &[
+                // §3: the HealthReporter polls every 30 s, JWT auth, 5 s per call
+                ("receivers.freqtrade/main", "interval", "30s"),
+                ("receivers.freqtrade/main", "timeout", "5s"),
+                ("receivers.freqtrade/main", "auth", "jwt"),
+                // §8: the health-check Lambda every 2 min; §4: HealthService's 5 s, AWS 3 s
+                ("receivers.healthcheck/services", "interval", "120s"),
+                ("receivers.healthcheck/deps", "timeout", "5s"),
+                ("receivers.healthcheck/deps", "checks.2.timeout", "3s"),
+                // §4: MLflow is non-critical
+                ("receivers.healthcheck/services", "checks.3.name", "mlflow"),
+                ("receivers.healthcheck/services", "checks.3.critical", "false"),
+            ],
         },
         // --- 001 alpha-oracle -----------------------------------------------------------
         Seed {
@@ -391,6 +419,13 @@ fn seeds() -> Vec<Seed> {
             ],
             // the circuit breaker trips at 10 % drawdown and at -3 % daily P&L: alert only
             limits: Some((10.0, None, None, Some(3.0), None, Action::AlertOnly)),
+            // AlertManager channels: log, Slack, Telegram
+            channels: &["log", "slack", "telegram"],
+            settings: &[
+                ("exporters.prometheus", "endpoint", "0.0.0.0:8001"),
+                ("exporters.prometheus", "path", "/metrics"),
+                ("receivers.healthcheck/connectivity", "interval", "60s"),
+            ],
         },
         // --- 002 Trading Platform --------------------------------------------------------
         Seed {
@@ -458,6 +493,15 @@ fn seeds() -> Vec<Seed> {
                          g(60, "healthcheck.up", &[services, ("check", "celery-worker")], 0.0)], Critical),
             ],
             limits: None,
+            // §5.2: email and PagerDuty through Alertmanager, Slack
+            channels: &["alertmanager", "slack"],
+            settings: &[
+                // §2.1: scraped on :8001 every 15 s
+                ("exporters.prometheus", "endpoint", "0.0.0.0:8001"),
+                ("receivers.healthcheck/services", "interval", "15s"),
+                ("receivers.healthcheck/services", "checks.0.url", "http://127.0.0.1:18001/metrics"),
+                ("exporters.otlp/jaeger", "protocol", "grpc"),
+            ],
         },
         // --- 003 AIS ------------------------------------------------------------------------
         Seed {
@@ -496,6 +540,13 @@ fn seeds() -> Vec<Seed> {
                     .kind(RuleKind::Increase),
             ],
             limits: None,
+            // Alertmanager (:9093, webhook by default), Slack #trading-alerts
+            channels: &["alertmanager", "slack"],
+            settings: &[
+                ("exporters.alertmanager", "endpoint", "http://127.0.0.1:9093"),
+                ("exporters.slack", "channel", "#trading-alerts"),
+                ("exporters.prometheus", "path", "/metrics"),
+            ],
         },
         // --- 004 ATB ------------------------------------------------------------------------
         Seed {
@@ -522,6 +573,12 @@ fn seeds() -> Vec<Seed> {
                          g(60, "healthcheck.up", &[("check", "live-health")], 0.0)], Critical),
             ],
             limits: None,
+            channels: &["log"],
+            settings: &[
+                // PORT / HEALTH_CHECK_PORT default 8000
+                ("receivers.healthcheck/atb", "checks.0.url", "http://127.0.0.1:8000/health"),
+                ("receivers.healthcheck/atb", "checks.1.url", "http://127.0.0.1:8000/status"),
+            ],
         },
     ]
 }
@@ -629,6 +686,10 @@ fn every_seed_alert_is_a_rule_with_the_seeds_threshold_and_trips_at_its_level() 
             if !close(Some(r.scale), Some(row.scale)) {
                 failures.push(format!("{what}: scale {}, want {}", r.scale, row.scale));
             }
+            let any_of: BTreeSet<&str> = r.any_of.iter().map(String::as_str).collect();
+            if any_of != row.any_of.iter().copied().collect() {
+                failures.push(format!("{what}: any_of {any_of:?}, want {:?}", row.any_of));
+            }
             if row.missing.is_some_and(|m| m != r.missing_data) {
                 failures.push(format!(
                     "{what}: missing_data {:?}, want {:?}",
@@ -717,6 +778,17 @@ fn every_seed_limit_is_configured() {
             ),
             None => assert!(input.is_empty(), "{what}: input {input:?} should be off"),
         };
+        assert!(
+            !s.inputs.drawdown.is_empty(),
+            "{what}: the drawdown limit has no input"
+        );
+        if daily.is_some() {
+            let i = &s.inputs;
+            assert!(
+                !i.daily_pnl_pct.is_empty() || !(i.profit.is_empty() || i.balance.is_empty()),
+                "{what}: the daily loss limit has no input"
+            );
+        }
         on(&s.inputs.open_trades, l.max_open_trades, trades);
         on(&s.inputs.leverage, l.max_leverage, lev);
         match fail {
@@ -1001,4 +1073,68 @@ fn every_seed_metric_served_to_prometheus_keeps_the_seeds_name() {
         }
         drop(c);
     }
+}
+
+#[test]
+fn every_seed_channel_takes_the_alerts() {
+    let mut failures = Vec::new();
+    for seed in seeds() {
+        let (_, cfg) = load(seed.file);
+        let fed: BTreeSet<&str> = cfg
+            .pipelines
+            .iter()
+            .filter(|p| p.receivers.iter().any(|r| r.type_name() == "alerts"))
+            .flat_map(|p| p.exporters.iter().map(|e| e.as_str()))
+            .collect();
+        for ch in seed.channels {
+            if !fed.contains(ch) {
+                failures.push(format!("{}: alerts do not reach {ch} ({fed:?})", seed.file));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// The value at `path` (`a.b.0.c`) in a component's table, as the file resolves it.
+fn setting(src: &Source, component: &str, path: &str) -> Option<String> {
+    let (table, id) = component.split_once('.').unwrap();
+    let kind = match table {
+        "receivers" => Kind::Receiver,
+        "processors" => Kind::Processor,
+        _ => Kind::Exporter,
+    };
+    let t: toml::Table =
+        tradewatch::config::component_config(src, kind, &ComponentId::parse(id).unwrap()).ok()?;
+    let mut v = toml::Value::Table(t);
+    for k in path.split('.') {
+        v = match k.parse::<usize>() {
+            Ok(i) => v.get(i)?.clone(),
+            Err(_) => v.get(k)?.clone(),
+        };
+    }
+    Some(match v {
+        toml::Value::String(s) => s,
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+#[test]
+fn every_seed_setting_is_the_seeds() {
+    let mut failures = Vec::new();
+    for seed in seeds() {
+        let src = source(seed.file);
+        for (component, path, want) in seed.settings {
+            let got = setting(&src, component, path);
+            if got.as_deref() != Some(*want) {
+                failures.push(format!(
+                    "{}: {component}.{path} = {got:?}, want {want:?}",
+                    seed.file
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
