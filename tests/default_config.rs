@@ -130,6 +130,11 @@ fn every_shipped_config_validates() {
                 "ALERT_TOPIC_ARN",
                 "arn:aws:sns:us-east-1:123456789012:tradewatch-alerts",
             )
+            // pipelines/ais.toml's Slack channel.
+            .env(
+                "AIS_SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/y",
+            )
             .output()
             .unwrap();
         assert!(

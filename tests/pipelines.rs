@@ -1,5 +1,5 @@
 //! `pipelines/agent.toml` runs against a (simulated) Freqtrade bot, its ratios converted
-//! to percent exactly once (`tests/default_config.rs` checks that every shipped file validates).
+//! to percent exactly once, the bot's log file tailed (`tests/default_config.rs` checks that every shipped file validates).
 
 mod common;
 
@@ -15,6 +15,10 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
         ))
         .expect("the simulated bot starts");
     let text = std::fs::read_to_string(common::repo_root().join("pipelines/agent.toml")).unwrap();
+    // The bot's log file: there (empty) before the agent starts, written to after.
+    let logs = tempfile::tempdir().unwrap();
+    let log_file = logs.path().join("freqtrade.log");
+    std::fs::write(&log_file, "").unwrap();
     let (grpc, http, service, upstream, prom) = (
         free_port(),
         free_port(),
@@ -31,6 +35,7 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
         ("TRADEWATCH_OTLP_HTTP", format!("127.0.0.1:{http}")),
         ("TRADEWATCH_SERVICE_HTTP", format!("127.0.0.1:{service}")),
         ("TRADEWATCH_PROMETHEUS", format!("127.0.0.1:{prom}")),
+        ("FT_LOG", log_file.display().to_string()),
         // Nobody listens upstream: the local copy must not depend on it.
         ("UPSTREAM_OTLP", format!("http://127.0.0.1:{upstream}")),
     ];
@@ -68,6 +73,38 @@ fn the_agent_pipeline_polls_a_bot_and_converts_ratios_once() {
                     && body.contains("tradewatch_risk_limit{")
             })
         },
+    );
+    // The bot's JSON log lines reach the same file as records, trace id lifted.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_file)
+            .unwrap();
+        writeln!(
+            f,
+            r#"{{"timestamp": "2026-11-30T12:00:00Z", "level": "INFO", "message": "Bot heartbeat", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}}"#
+        )
+        .unwrap();
+    }
+    let mut heartbeat = serde_json::Value::Null;
+    common::eventually(
+        Duration::from_secs(30),
+        "the bot's log line in the agent's file",
+        || {
+            let records = common::logs_in(&common::read_jsonl(&out));
+            if let Some((_, r)) = records
+                .into_iter()
+                .find(|(_, r)| r.to_string().contains("Bot heartbeat"))
+            {
+                heartbeat = r;
+            }
+            !heartbeat.is_null()
+        },
+    );
+    assert_eq!(
+        heartbeat["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "trace_enrich lifted the trace id: {heartbeat}"
     );
     assert!(!c.logs().contains("\"demo\""), "no password in the logs");
     rt.block_on(sim.shutdown());
@@ -153,4 +190,99 @@ fn the_cloudwatch_pipeline_publishes_the_seed_namespaces_as_emf() {
     assert!(metrics.keys().all(|(ns, _)| ns.starts_with("tradai/")));
     assert!(!c.logs().contains("\"demo\""), "no password in the logs");
     rt.block_on(sim.shutdown());
+}
+
+/// `pipelines/gateway.toml`: OTLP in; traces to the Jaeger endpoint and logs to the log
+/// store (here a second tradewatch writing a file), metrics on its Prometheus endpoint and
+/// as valid EMF (to a file, its default).
+#[test]
+fn the_gateway_pipeline_routes_traces_metrics_and_logs() {
+    let up_grpc = free_port();
+    let up_service = free_port();
+    let upstream = Collector::start(
+        &format!(
+            r#"[receivers.otlp]
+grpc = "127.0.0.1:{up_grpc}"
+http = "off"
+[exporters.file]
+path = "out/upstream.jsonl"
+[service]
+http = "127.0.0.1:{up_service}"
+[service.pipelines.traces]
+receivers = ["otlp"]
+exporters = ["file"]
+[service.pipelines.logs]
+receivers = ["otlp"]
+exporters = ["file"]
+"#
+        ),
+        up_service,
+    );
+    let text = std::fs::read_to_string(common::repo_root().join("pipelines/gateway.toml")).unwrap();
+    let (grpc, http, service, prom) = (free_port(), free_port(), free_port(), free_port());
+    let env = [
+        ("TRADEWATCH_OTLP_GRPC", format!("127.0.0.1:{grpc}")),
+        ("TRADEWATCH_OTLP_HTTP", format!("127.0.0.1:{http}")),
+        ("TRADEWATCH_SERVICE_HTTP", format!("127.0.0.1:{service}")),
+        ("TRADEWATCH_PROMETHEUS", format!("127.0.0.1:{prom}")),
+        ("JAEGER_OTLP", format!("http://127.0.0.1:{up_grpc}")),
+        ("LOGS_OTLP", format!("http://127.0.0.1:{up_grpc}")),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Collector::start_with_env(&text, service, &env);
+    let resource = r#"{"attributes":[{"key":"service.name","value":{"stringValue":"strategy"}}]}"#;
+    let span = format!(
+        r#"{{"resourceSpans":[{{"resource":{resource},"scopeSpans":[{{"spans":[{{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"decide","kind":1,"startTimeUnixNano":"1","endTimeUnixNano":"2"}}]}}]}}]}}"#
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let metric = format!(
+        r#"{{"resourceMetrics":[{{"resource":{resource},"scopeMetrics":[{{"metrics":[{{"name":"strategy.equity","unit":"{{USDT}}","gauge":{{"dataPoints":[{{"timeUnixNano":"{now}","asDouble":1234.5,"attributes":[{{"key":"bot","value":{{"stringValue":"main"}}}}]}}]}}}}]}}]}}]}}"#
+    );
+    let log = format!(
+        r#"{{"resourceLogs":[{{"resource":{resource},"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{now}","body":{{"stringValue":"order filled"}}}}]}}]}}]}}"#
+    );
+    for (signal, body) in [("traces", span), ("metrics", metric), ("logs", log)] {
+        assert_eq!(
+            common::post_otlp(http, signal, "application/json", body),
+            200,
+            "{signal}"
+        );
+    }
+    let up_out = upstream.path("out/upstream.jsonl");
+    common::eventually(
+        Duration::from_secs(30),
+        "the span and the log record at the upstream",
+        || {
+            let lines = common::read_jsonl(&up_out);
+            common::spans_in(&lines).len() == 1 && common::logs_in(&lines).len() == 1
+        },
+    );
+    let prom_addr = std::net::SocketAddr::from(([127, 0, 0, 1], prom));
+    common::eventually(Duration::from_secs(30), "the gauge on /metrics", || {
+        common::http_get(prom_addr, "/metrics").is_ok_and(|(code, body)| {
+            code == 200
+                && body.lines().any(|l| {
+                    l.starts_with("strategy_equity{")
+                        && l.contains("bot=\"main\"")
+                        && l.contains("deployment_environment=\"production\"")
+                        && l.ends_with(" 1234.5")
+                })
+        })
+    });
+    let emf = gw.path("out/emf.jsonl");
+    let mut event = serde_json::Value::Null;
+    common::eventually(Duration::from_secs(30), "the gauge as EMF", || {
+        let text = std::fs::read_to_string(&emf).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        if let Some(line) = complete.lines().find(|l| l.contains("strategy.equity")) {
+            event = common::emf::check_event(line, 262_144)
+                .unwrap_or_else(|err| panic!("invalid EMF ({err}): {line}"));
+        }
+        !event.is_null()
+    });
+    assert_eq!(event["strategy.equity"], 1234.5, "{event}");
+    assert_eq!(event["service.name"], "strategy", "{event}");
 }
