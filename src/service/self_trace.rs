@@ -9,15 +9,15 @@
 //! data). The export itself runs on the service's runtime, on the tonic stack the OTLP
 //! exporter uses, so self-traces add no HTTP client and no TLS library.
 //!
-//! A span is recorded when its trace is sampled (`traces_sample_ratio`, by trace id; a
-//! child follows its parent). [`trace_id`] gives a span's trace id for records that
-//! should point at it (a risk action's alert), whether or not it was sampled.
+//! Risk actions and bot control calls are always recorded; the per-batch spans (pipeline
+//! batches and flushes, exporter requests, polls) start a recorded trace at
+//! `traces_sample_ratio`, decided before the span exists, and their children follow.
+//! [`trace_id`] gives a span's trace id for records that should point at it (a risk
+//! action's alert).
 
 use crate::config::Secret;
 use crate::net::tls::ClientTlsConfig;
-use opentelemetry::trace::{
-    Link, SpanKind, TraceContextExt, TraceId, TraceState, TracerProvider as _,
-};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
@@ -26,8 +26,8 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SamplingDecision, SamplingResult,
-    SdkTracerProvider, ShouldSample, Span, SpanData, SpanExporter, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData,
+    SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use serde::Deserialize;
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
+use tracing_subscriber::filter::{dynamic_filter_fn, FilterExt, Targets};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -48,7 +48,8 @@ pub struct TelemetryConfig {
     /// empty: nowhere, and spans cost nothing.
     #[serde(default)]
     pub traces_endpoint: Option<String>,
-    /// The share of traces recorded, 0..=1, chosen by trace id (a child follows its parent).
+    /// The share of per-batch traces recorded, 0..=1 (risk actions and bot control calls
+    /// always are; a child follows its parent).
     #[serde(default = "default_ratio")]
     pub traces_sample_ratio: f64,
     /// `service.name` of the spans (default `tradewatch`).
@@ -151,7 +152,8 @@ where
     let provider = PROVIDER.get_or_init(|| {
         SdkTracerProvider::builder()
             .with_span_processor(Late)
-            .with_sampler(RatioSampler)
+            // Sampling happens before a span exists (`keep`), where it costs nothing.
+            .with_sampler(Sampler::AlwaysOn)
             .build()
     });
     let tracer = provider.tracer("tradewatch");
@@ -163,10 +165,42 @@ where
         .with_filter(
             Targets::new()
                 .with_target("tradewatch", tracing::Level::DEBUG)
-                .and(filter_fn(|m| {
-                    m.is_span() && ENABLED.load(Ordering::Relaxed)
+                .and(dynamic_filter_fn(|meta, cx| {
+                    meta.is_span()
+                        && ENABLED.load(Ordering::Relaxed)
+                        && keep(*meta.level(), cx.lookup_current().is_some())
                 })),
         )
+}
+
+/// Whether a new span is recorded: info-level spans (risk actions, bot control calls) always;
+/// the per-batch debug-level ones with their parent, or as a new trace at the configured
+/// ratio. A span not kept is never created for this layer, so sampling costs nothing.
+fn keep(level: tracing::Level, has_parent: bool) -> bool {
+    if level <= tracing::Level::INFO || has_parent {
+        return true;
+    }
+    let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+    if ratio >= 1.0 {
+        return true;
+    }
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ (&t as *const u64 as u64).rotate_left(32)
+        });
+    }
+    // splitmix64: a uniform draw without a lock.
+    let draw = STATE.with(|s| {
+        let mut z = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    });
+    (draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < ratio
 }
 
 /// What [`start`] counts: spans exported and spans whose export failed.
@@ -303,40 +337,6 @@ impl SpanProcessor for Late {
     }
 }
 
-/// Parent-based, else by trace id at the configured ratio.
-#[derive(Debug, Clone)]
-struct RatioSampler;
-
-impl ShouldSample for RatioSampler {
-    fn should_sample(
-        &self,
-        parent: Option<&Context>,
-        trace_id: TraceId,
-        name: &str,
-        kind: &SpanKind,
-        attributes: &[KeyValue],
-        links: &[Link],
-    ) -> SamplingResult {
-        if let Some(p) = parent.filter(|p| p.has_active_span()) {
-            let sc = p.span().span_context().clone();
-            return SamplingResult {
-                decision: if sc.is_sampled() {
-                    SamplingDecision::RecordAndSample
-                } else {
-                    SamplingDecision::Drop
-                },
-                attributes: Vec::new(),
-                trace_state: sc.trace_state().clone(),
-            };
-        }
-        let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
-        let mut r = Sampler::TraceIdRatioBased(ratio)
-            .should_sample(None, trace_id, name, kind, attributes, links);
-        r.trace_state = TraceState::default();
-        r
-    }
-}
-
 /// Export over OTLP/gRPC on the service's runtime.
 struct OtlpSpans {
     client: TraceServiceClient<tonic::transport::Channel>,
@@ -392,5 +392,24 @@ impl SpanExporter for OtlpSpans {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn actions_are_always_kept_children_follow_and_roots_are_sampled() {
+        RATIO.store(0f64.to_bits(), Ordering::Relaxed);
+        assert!(keep(Level::INFO, false), "risk actions whatever the ratio");
+        assert!(keep(Level::DEBUG, true), "a child of a kept span");
+        assert!(!(0..1000).any(|_| keep(Level::DEBUG, false)), "ratio 0");
+        RATIO.store(0.25f64.to_bits(), Ordering::Relaxed);
+        let kept = (0..20_000).filter(|_| keep(Level::DEBUG, false)).count();
+        assert!((4_000..6_000).contains(&kept), "about a quarter: {kept}");
+        RATIO.store(1f64.to_bits(), Ordering::Relaxed);
+        assert!((0..1000).all(|_| keep(Level::DEBUG, false)), "ratio 1");
     }
 }
