@@ -71,7 +71,7 @@ fn probe_text(root: Root, path: &KeyPath, entries: &str) -> String {
     }
     let line = value(path, entries);
     match root {
-        Root::Service => format!("[service]\nhttp = \"off\"\n{line}\n"),
+        Root::Service => format!("[service]\n{line}\n"),
         Root::Component(kind, ty) => format!(
             "[{}.{ty}]\n{line}\n\n[service]\nhttp = \"off\"\n",
             kind.table()
@@ -79,8 +79,8 @@ fn probe_text(root: Root, path: &KeyPath, entries: &str) -> String {
     }
 }
 
-/// Every error loading `text` gives.
-fn load_errors(text: &str) -> Vec<String> {
+/// Every error loading `text` gives, as `(key, message)`.
+fn load_errors_at(text: &str) -> Vec<(String, String)> {
     let errors = match Source::from_text("reference.toml".into(), text, &|_| None) {
         Err(e) => e.0,
         Ok(src) => match Config::from_source(&src, &builtin()) {
@@ -88,7 +88,12 @@ fn load_errors(text: &str) -> Vec<String> {
             Err(e) => e.0,
         },
     };
-    errors.into_iter().map(|e| e.message).collect()
+    errors.into_iter().map(|e| (e.key, e.message)).collect()
+}
+
+/// Every error message loading `text` gives.
+fn load_errors(text: &str) -> Vec<String> {
+    load_errors_at(text).into_iter().map(|(_, m)| m).collect()
 }
 
 /// The names in a list as serde writes it (`` `a` ``, `` `a` or `b` ``,
@@ -223,6 +228,32 @@ fn code_tables() -> BTreeMap<String, CodeTable> {
     out
 }
 
+/// The TOML value a default cell holds, when it is exactly one literal (`` `"30s"` ``,
+/// `` `64` ``, `` `[]` ``), not prose.
+fn literal(cell: &str) -> Option<&str> {
+    let inner = cell.strip_prefix('`')?.strip_suffix('`')?;
+    if inner.contains('`') {
+        return None;
+    }
+    toml::from_str::<toml::Table>(&format!("v = {inner}")).ok()?;
+    Some(inner)
+}
+
+/// Whether the table takes `value` for `key`: loading it beside [`PROBE`] gives the
+/// refusal of [`PROBE`] and no error about `key` (the loader goes on past a bad value, so
+/// both would show). A table read by a component's own key check before its types (the
+/// CloudWatch exporters) stops at [`PROBE`] and passes.
+fn takes_value(t: &CodeTable, key: &str, value: &str) -> bool {
+    let sep = if t.path.is_empty() { "\n" } else { ", " };
+    let text = probe_text(t.root, &t.path, &format!("{key} = {value}{sep}{PROBE} = 1"));
+    let errors = load_errors_at(&text);
+    let about_key = |k: &String| k.rsplit('.').next().map(|s| s.trim_matches('"')) == Some(key);
+    errors
+        .iter()
+        .any(|(_, m)| matches!(known_from_refusal(m), Some(Ok(_))))
+        && !errors.iter().any(|(k, _)| about_key(k))
+}
+
 /// The values of `key` in the table, when it is an enum: what refusing an unknown
 /// value lists.
 fn enum_values(t: &CodeTable, key: &str) -> Option<BTreeSet<String>> {
@@ -247,6 +278,7 @@ struct Section {
 struct Row {
     key: String,
     type_: String,
+    default: String,
 }
 
 /// The code spans of a line of Markdown.
@@ -286,8 +318,13 @@ fn sections(doc: &str) -> Vec<Section> {
                 continue; // header or separator row
             };
             let type_ = cells.next().unwrap_or_default().trim().to_owned();
+            let default = cells.next().unwrap_or_default().trim().to_owned();
             match out.last_mut() {
-                Some(s) if !s.names.is_empty() => s.rows.push(Row { key, type_ }),
+                Some(s) if !s.names.is_empty() => s.rows.push(Row {
+                    key,
+                    type_,
+                    default,
+                }),
                 _ => panic!(
                     "{REFERENCE}:{}: a key row under a heading that names no table",
                     n + 1
@@ -381,6 +418,12 @@ fn the_reference_lists_every_key_the_code_takes_and_no_other() {
                     "the reference lists `{k}` for {table}, which refuses it"
                 ));
                 continue;
+            }
+            // A default written as a value is one the key takes.
+            if let Some(v) = literal(&row.default) {
+                if !takes_value(t, k, v) {
+                    problems.push(format!("{table} `{k}` refuses its documented default {v}"));
+                }
             }
             // An enum's values are all in its type column.
             for v in enum_values(t, k).unwrap_or_default() {
