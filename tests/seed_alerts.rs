@@ -4,13 +4,13 @@
 //! simulated clock, and must reach the level the seed gives. A rule added to the file
 //! without a row here, or a seed alert missing from the file, fails the test.
 
+mod common;
+
+use common::rules::{c, g, trip, Point, GAUGE, S};
 use std::collections::BTreeSet;
 use tradewatch::component::ComponentId;
 use tradewatch::config::{Config, Source};
-use tradewatch::otlp::MetricKind;
-use tradewatch::processors::risk::rules::{Level, RuleSet, Sample, Transition};
-
-const S: u64 = 1_000_000_000;
+use tradewatch::processors::risk::rules::{Level, RuleSet, Sample};
 
 /// The secrets the file reads from the environment, as an operator would set them.
 const ENV: &[(&str, &str)] = &[
@@ -42,21 +42,6 @@ fn source(extra: &[(&str, &str)]) -> Source {
     .unwrap()
 }
 
-const GAUGE: MetricKind = MetricKind::Gauge;
-const COUNTER: MetricKind = MetricKind::Sum {
-    temporality: 2,
-    monotonic: true,
-};
-
-/// One fed point: seconds, metric, kind, labels, value.
-type Point = (
-    u64,
-    &'static str,
-    MetricKind,
-    Vec<(&'static str, &'static str)>,
-    f64,
-);
-
 /// One row: the rule, the points fed (seconds, metric, labels, value), the level expected
 /// at the end (after a clock tick at `tick` seconds when given).
 struct Row {
@@ -64,14 +49,6 @@ struct Row {
     points: Vec<Point>,
     tick: Option<u64>,
     want: Level,
-}
-
-fn g(t: u64, m: &'static str, labels: &[(&'static str, &'static str)], v: f64) -> Point {
-    (t, m, GAUGE, labels.to_vec(), v)
-}
-
-fn c(t: u64, m: &'static str, labels: &[(&'static str, &'static str)], v: f64) -> Point {
-    (t, m, COUNTER, labels.to_vec(), v)
 }
 
 fn rows() -> Vec<Row> {
@@ -377,68 +354,9 @@ fn a_table_of_metrics_trips_every_seed_rule() {
     let mut failures = Vec::new();
     for row in &rows {
         // One rule set per row: rows must not see each other's series.
-        let mut set = RuleSet::new(risk.rules.clone());
-        let mut out: Vec<Transition> = Vec::new();
-        let mut t0_out = Vec::new();
-        for (t, metric, kind, labels, value) in &row.points {
-            let attrs: Vec<(String, String)> = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            set.observe(
-                &Sample {
-                    metric,
-                    kind: *kind,
-                    attrs: &attrs,
-                    resource: &[],
-                    value: *value,
-                    start_unix_nano: 0,
-                    time_unix_nano: t * S,
-                },
-                1_000 * S + t * S,
-                &mut out,
-            );
-            if *t == 0 {
-                t0_out = out.clone();
-            }
-        }
-        if let Some(t) = row.tick {
-            set.tick(1_000 * S + t * S, &mut out);
-        }
-        let rule_index = risk.rules.iter().position(|r| r.name == row.rule).unwrap();
-        let mine: Vec<&Transition> = out.iter().filter(|t| t.rule == rule_index).collect();
-        let last = mine.last().map(|t| t.to).unwrap_or(Level::Ok);
-        if last != row.want {
-            failures.push(format!(
-                "{}: got {last:?}, want {:?} ({mine:?})",
-                row.rule, row.want
-            ));
-        }
-        // Rules with `for` must not fire on their first point.
-        let r = &risk.rules[rule_index];
-        if !r.for_.is_zero()
-            && t0_out
-                .iter()
-                .any(|t| t.rule == rule_index && t.to != Level::Ok)
-        {
-            failures.push(format!(
-                "{}: fired before its `for` ({:?})",
-                row.rule, r.for_
-            ));
-        }
-        // And the others stay quiet: a row trips its own rule only (and the composite
-        // rules that combine it, or the members a composite row needs).
-        let combined = |a: usize, b: usize| {
-            risk.rules[a].any_of.contains(&risk.rules[b].name)
-                || risk.rules[b].any_of.contains(&risk.rules[a].name)
-        };
-        for t in &out {
-            if t.rule != rule_index && !combined(t.rule, rule_index) {
-                failures.push(format!(
-                    "{}: also tripped {}",
-                    row.rule, risk.rules[t.rule].name
-                ));
-            }
+        let i = risk.rules.iter().position(|r| r.name == row.rule).unwrap();
+        if let Err(e) = trip(&risk.rules, i, &row.points, row.tick, row.want) {
+            failures.push(format!("{}: {e}", row.rule));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -22,13 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tradewatch::component::{ComponentId, Kind};
 use tradewatch::config::{Config, Source};
-use tradewatch::otlp::MetricKind;
-use tradewatch::processors::risk::rules::{
-    Level, MissingData, Op, Rule, RuleKind, RuleSet, Sample, Transition,
-};
+use common::rules::{c, g, Point};
+use tradewatch::processors::risk::rules::{Level, MissingData, Op, Rule, RuleKind};
 use tradewatch::processors::risk::Action;
-
-const S: u64 = 1_000_000_000;
 
 /// The secrets the files read from the environment, as an operator sets them.
 const ENV: &[(&str, &str)] = &[
@@ -112,29 +108,6 @@ const fn served(send: &'static str, instrument: Instrument) -> Served {
         instrument,
         prom: send,
     }
-}
-
-/// One fed point: seconds, metric, kind, labels, value.
-type Point = (
-    u64,
-    &'static str,
-    MetricKind,
-    Vec<(&'static str, &'static str)>,
-    f64,
-);
-
-const GAUGE: MetricKind = MetricKind::Gauge;
-const COUNTER: MetricKind = MetricKind::Sum {
-    temporality: 2,
-    monotonic: true,
-};
-
-fn g(t: u64, m: &'static str, labels: &[(&'static str, &'static str)], v: f64) -> Point {
-    (t, m, GAUGE, labels.to_vec(), v)
-}
-
-fn c(t: u64, m: &'static str, labels: &[(&'static str, &'static str)], v: f64) -> Point {
-    (t, m, COUNTER, labels.to_vec(), v)
 }
 
 /// A seed alert: the rule as the file must have it, and points that trip it.
@@ -696,63 +669,12 @@ fn every_seed_alert_is_a_rule_with_the_seeds_threshold_and_trips_at_its_level() 
                     r.missing_data, row.missing
                 ));
             }
-            if let Err(e) = trip(rules, i, row) {
+            if let Err(e) = common::rules::trip(rules, i, &row.points, row.tick, row.want) {
                 failures.push(format!("{what}: {e}"));
             }
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-}
-
-/// Feeds the row's points to the processor's rules on a simulated clock: rule `i` must end
-/// at the row's level, not fire before its `for`, and trip nothing else (but the composite
-/// rules that combine it).
-fn trip(rules: &[Rule], i: usize, row: &RuleRow) -> Result<(), String> {
-    let mut set = RuleSet::new(rules.to_vec());
-    let mut out: Vec<Transition> = Vec::new();
-    let mut at_first = Vec::new();
-    for (t, metric, kind, labels, value) in &row.points {
-        let attrs: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        set.observe(
-            &Sample {
-                metric,
-                kind: *kind,
-                attrs: &attrs,
-                resource: &[],
-                value: *value,
-                start_unix_nano: 0,
-                time_unix_nano: t * S,
-            },
-            1_000 * S + t * S,
-            &mut out,
-        );
-        if *t == 0 {
-            at_first = out.clone();
-        }
-    }
-    if let Some(t) = row.tick {
-        set.tick(1_000 * S + t * S, &mut out);
-    }
-    let mine: Vec<&Transition> = out.iter().filter(|t| t.rule == i).collect();
-    let last = mine.last().map(|t| t.to).unwrap_or(Level::Ok);
-    if last != row.want {
-        return Err(format!("got {last:?}, want {:?} ({mine:?})", row.want));
-    }
-    if !rules[i].for_.is_zero() && at_first.iter().any(|t| t.rule == i && t.to != Level::Ok) {
-        return Err(format!("fired before its `for` ({:?})", rules[i].for_));
-    }
-    let combined = |a: usize, b: usize| {
-        rules[a].any_of.contains(&rules[b].name) || rules[b].any_of.contains(&rules[a].name)
-    };
-    for t in &out {
-        if t.rule != i && !combined(t.rule, i) {
-            return Err(format!("also tripped {}", rules[t.rule].name));
-        }
-    }
-    Ok(())
 }
 
 #[test]
