@@ -18,11 +18,11 @@
 
 mod common;
 
+use common::rules::{c, g, Point};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tradewatch::component::{ComponentId, Kind};
 use tradewatch::config::{Config, Source};
-use common::rules::{c, g, Point};
 use tradewatch::processors::risk::rules::{Level, MissingData, Op, Rule, RuleKind};
 use tradewatch::processors::risk::Action;
 
@@ -199,8 +199,8 @@ type LimitsRow = (
 
 struct Seed {
     id: &'static str,
-    /// A phrase the seed's text must contain: the mapping of seed to file is checked too.
-    seed_says: &'static str,
+    /// The platform the seed describes, named in the file's first line.
+    platform: &'static str,
     file: &'static str,
     emf: Vec<Emf>,
     served: Vec<Served>,
@@ -227,7 +227,7 @@ fn seeds() -> Vec<Seed> {
         // --- 000 TradAI ---------------------------------------------------------------
         Seed {
             id: "000",
-            seed_says: "TradAI Observability Architecture",
+            platform: "TradAI",
             file: "tradai.toml",
             emf: vec![
                 // §8 custom namespaces
@@ -334,7 +334,7 @@ fn seeds() -> Vec<Seed> {
         // --- 001 alpha-oracle -----------------------------------------------------------
         Seed {
             id: "001",
-            seed_says: "alpha-oracle",
+            platform: "alpha-oracle",
             file: "alpha-oracle.toml",
             emf: vec![],
             served: vec![
@@ -403,7 +403,7 @@ fn seeds() -> Vec<Seed> {
         // --- 002 Trading Platform --------------------------------------------------------
         Seed {
             id: "002",
-            seed_says: "Trading Platform",
+            platform: "Trading Platform",
             file: "trading-platform.toml",
             emf: vec![],
             served: vec![
@@ -479,7 +479,7 @@ fn seeds() -> Vec<Seed> {
         // --- 003 AIS ------------------------------------------------------------------------
         Seed {
             id: "003",
-            seed_says: "AIS provides comprehensive observability",
+            platform: "AIS",
             file: "ais.toml",
             emf: vec![],
             served: vec![
@@ -524,7 +524,7 @@ fn seeds() -> Vec<Seed> {
         // --- 004 ATB ------------------------------------------------------------------------
         Seed {
             id: "004",
-            seed_says: "atb live-health",
+            platform: "ATB",
             file: "atb.toml",
             emf: vec![],
             served: vec![],
@@ -556,33 +556,18 @@ fn seeds() -> Vec<Seed> {
     ]
 }
 
-/// The seed texts, by number (they live beside the repository, not in it).
-fn seed_text(dir: &std::path::Path, id: &str) -> String {
-    let entry = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok())
-        .find(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{id}_"))
-        })
-        .unwrap_or_else(|| panic!("no seed {id} in {}", dir.display()));
-    std::fs::read_to_string(entry.path()).unwrap()
-}
-
 #[test]
 fn every_seed_has_its_file_and_every_file_loads() {
-    let shared = common::repo_root().join("../shared/seeds");
     for seed in seeds() {
-        if shared.is_dir() {
-            let text = seed_text(&shared, seed.id);
-            assert!(
-                text.contains(seed.seed_says),
-                "seed {} is not the platform {} answers",
-                seed.id,
-                seed.file
-            );
-        }
+        // The file says which seed and platform it answers (mapped from the seeds' texts).
+        let text =
+            std::fs::read_to_string(common::repo_root().join("pipelines").join(seed.file)).unwrap();
+        let header = format!("# Seed {}, {}:", seed.id, seed.platform);
+        assert!(
+            text.starts_with(&header),
+            "{} opens with {header:?}",
+            seed.file
+        );
         load(seed.file);
     }
 }
