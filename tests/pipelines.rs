@@ -197,27 +197,7 @@ fn the_cloudwatch_pipeline_publishes_the_seed_namespaces_as_emf() {
 /// as valid EMF (to a file, its default).
 #[test]
 fn the_gateway_pipeline_routes_traces_metrics_and_logs() {
-    let up_grpc = free_port();
-    let up_service = free_port();
-    let upstream = Collector::start(
-        &format!(
-            r#"[receivers.otlp]
-grpc = "127.0.0.1:{up_grpc}"
-http = "off"
-[exporters.file]
-path = "out/upstream.jsonl"
-[service]
-http = "127.0.0.1:{up_service}"
-[service.pipelines.traces]
-receivers = ["otlp"]
-exporters = ["file"]
-[service.pipelines.logs]
-receivers = ["otlp"]
-exporters = ["file"]
-"#
-        ),
-        up_service,
-    );
+    let (_upstream, up_grpc, up_out) = common::otlp_file_sink(&["traces", "logs"]);
     let text = std::fs::read_to_string(common::repo_root().join("pipelines/gateway.toml")).unwrap();
     let (grpc, http, service, prom) = (free_port(), free_port(), free_port(), free_port());
     let env = [
@@ -251,7 +231,6 @@ exporters = ["file"]
             "{signal}"
         );
     }
-    let up_out = upstream.path("out/upstream.jsonl");
     common::eventually(
         Duration::from_secs(30),
         "the span and the log record at the upstream",

@@ -27,27 +27,7 @@ fn a_risk_action_is_a_span_whose_trace_id_is_in_the_alert() {
         .expect("the simulated bot starts");
 
     // B: takes OTLP, writes every span to a file.
-    let (b_grpc, b_service) = (free_port(), free_port());
-    let b = Collector::start(
-        &format!(
-            r#"
-[receivers.otlp]
-grpc = "127.0.0.1:{b_grpc}"
-http = "off"
-
-[exporters.file]
-path = "out/spans.jsonl"
-
-[service]
-http = "127.0.0.1:{b_service}"
-
-[service.pipelines.traces]
-receivers = ["otlp"]
-exporters = ["file"]
-"#
-        ),
-        b_service,
-    );
+    let (_b, b_grpc, spans_file) = common::otlp_file_sink(&["traces"]);
 
     // A: the agent shape, its own spans to B.
     let a_service = free_port();
@@ -123,7 +103,6 @@ exporters = ["file"]
 
     // At B: the risk action's span in that trace, done (the bot was paused), and spans of
     // the other kinds.
-    let spans_file = b.path("out/spans.jsonl");
     let mut action = None;
     let mut names = std::collections::BTreeSet::new();
     common::eventually(

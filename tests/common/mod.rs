@@ -18,6 +18,25 @@ pub mod nats;
 pub mod rules;
 pub mod stores;
 
+/// A second tradewatch as a downstream: OTLP/gRPC in on a free port, every request of
+/// `signals` written to `out/sink.jsonl`. Returns it, its gRPC port, and the file.
+pub fn otlp_file_sink(signals: &[&str]) -> (Collector, u16, PathBuf) {
+    let (grpc, service) = (free_port(), free_port());
+    let mut config = format!(
+        "[receivers.otlp]\ngrpc = \"127.0.0.1:{grpc}\"\nhttp = \"off\"\n\
+         [exporters.file]\npath = \"out/sink.jsonl\"\n\
+         [service]\nhttp = \"127.0.0.1:{service}\"\n"
+    );
+    for s in signals {
+        config.push_str(&format!(
+            "[service.pipelines.{s}]\nreceivers = [\"otlp\"]\nexporters = [\"file\"]\n"
+        ));
+    }
+    let sink = Collector::start(&config, service);
+    let out = sink.path("out/sink.jsonl");
+    (sink, grpc, out)
+}
+
 /// A loopback port nobody listens on now, and one this test process has never handed
 /// out before. The OS picks it (bind to port 0, then release it); remembering what was
 /// handed out matters because tests run in parallel threads: a port that one test's
