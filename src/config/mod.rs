@@ -837,13 +837,6 @@ impl Config {
             }
         }
 
-        if let Err((key, message)) = cfg.service.telemetry.check(|p| src.resolve_path(p)) {
-            let path: Vec<&str> = ["service", "telemetry"]
-                .into_iter()
-                .chain(key.split('.'))
-                .collect();
-            errors.push(src.error_at_key(&path, message));
-        }
         if let Some(tls) = &mut cfg.service.telemetry.tls {
             for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
                 .into_iter()
@@ -851,6 +844,13 @@ impl Config {
             {
                 *p = src.resolve_path(p);
             }
+        }
+        if let Err((key, message)) = cfg.service.telemetry.check() {
+            let path: Vec<&str> = ["service", "telemetry"]
+                .into_iter()
+                .chain(key.split('.'))
+                .collect();
+            errors.push(src.error_at_key(&path, message));
         }
 
         // Components: the type must exist, then its own table must deserialize.

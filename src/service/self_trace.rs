@@ -31,7 +31,6 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -89,8 +88,9 @@ impl TelemetryConfig {
         self.traces_endpoint.as_deref().filter(|e| !e.is_empty())
     }
 
-    /// Checks what can be checked without connecting: `(key, message)` on error.
-    pub fn check(&self, resolve: impl Fn(&Path) -> PathBuf) -> Result<(), (String, String)> {
+    /// Checks what can be checked without connecting (paths already resolved):
+    /// `(key, message)` on error.
+    pub fn check(&self) -> Result<(), (String, String)> {
         if !(0.0..=1.0).contains(&self.traces_sample_ratio) {
             return Err((
                 "traces_sample_ratio".into(),
@@ -110,26 +110,38 @@ impl TelemetryConfig {
                     format!("{e:?} is not an http:// or https:// URL with a host (OTLP/gRPC, e.g. \"http://127.0.0.1:4317\")"),
                 ));
             }
-            if uri.scheme_str() == Some("https") {
-                self.tls
-                    .clone()
-                    .unwrap_or_default()
-                    .build(resolve, &[b"h2"])
-                    .map_err(|err| (format!("tls.{}", err.key), err.message))?;
-            }
         }
-        for (k, v) in &self.traces_headers {
-            tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| {
-                    (
-                        "traces_headers".into(),
-                        format!("invalid header name {k:?}"),
-                    )
-                })?;
-            tonic::metadata::AsciiMetadataValue::try_from(v.expose())
-                .map_err(|_| ("traces_headers".into(), format!("invalid value for {k:?}")))?;
-        }
+        self.client_tls()?;
+        self.metadata()?;
         Ok(())
+    }
+
+    /// The TLS client configuration for an `https://` endpoint.
+    fn client_tls(&self) -> Result<Option<rustls::ClientConfig>, (String, String)> {
+        if !self.endpoint().is_some_and(|e| e.starts_with("https://")) {
+            return Ok(None);
+        }
+        self.tls
+            .clone()
+            .unwrap_or_default()
+            .build(|p| p.to_owned(), &[b"h2"])
+            .map(Some)
+            .map_err(|err| (format!("tls.{}", err.key), err.message))
+    }
+
+    /// `traces_headers` as gRPC metadata.
+    fn metadata(&self) -> Result<tonic::metadata::MetadataMap, (String, String)> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (k, v) in &self.traces_headers {
+            let bad = |what: &str| ("traces_headers".to_owned(), format!("invalid {what} {k:?}"));
+            let key =
+                tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| bad("header name"))?;
+            let value = tonic::metadata::AsciiMetadataValue::try_from(v.expose())
+                .map_err(|_| bad("value for"))?;
+            metadata.insert(key, value);
+        }
+        Ok(metadata)
     }
 }
 
@@ -140,8 +152,6 @@ static RATIO: AtomicU64 = AtomicU64::new(0x3FF0_0000_0000_0000); // 1.0
 /// Where ended spans go once started.
 static SINK: OnceLock<BatchSpanProcessor> = OnceLock::new();
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
-/// The resource of exported spans, set by [`start`].
-static RESOURCE: OnceLock<Resource> = OnceLock::new();
 
 /// The layer that turns tradewatch's spans (target `tradewatch`, debug and above) into
 /// OpenTelemetry spans, once [`start`] enabled it. Install it next to the log layer.
@@ -219,44 +229,30 @@ pub fn start(cfg: &TelemetryConfig, counters: Counters) -> Result<bool, String> 
     if SINK.get().is_some() {
         return Ok(true);
     }
-    let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+    let invalid = |(key, message): (String, String)| format!("{key}: {message}");
+    let ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| format!("traces_endpoint: {e}"))?
         .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
         .tcp_nodelay(true);
-    ep = ep.timeout(Duration::from_secs(10));
-    let channel = if endpoint.starts_with("https://") {
-        let tls = cfg
-            .tls
-            .clone()
-            .unwrap_or_default()
-            .build(|p| p.to_owned(), &[b"h2"])
-            .map_err(|e| format!("tls.{}: {}", e.key, e.message))?;
-        ep.connect_with_connector_lazy(crate::net::tls::TlsConnect::new(Arc::new(tls)))
-    } else {
-        ep.connect_lazy()
-    };
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    for (k, v) in &cfg.traces_headers {
-        if let (Ok(k), Ok(v)) = (
-            tonic::metadata::AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-            tonic::metadata::AsciiMetadataValue::try_from(v.expose()),
-        ) {
-            metadata.insert(k, v);
+    let channel = match cfg.client_tls().map_err(invalid)? {
+        Some(tls) => {
+            ep.connect_with_connector_lazy(crate::net::tls::TlsConnect::new(Arc::new(tls)))
         }
-    }
-    let resource = RESOURCE.get_or_init(|| {
-        Resource::builder_empty()
-            .with_service_name(cfg.service_name.clone())
-            .with_attributes([
-                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-                KeyValue::new("service.instance.id", instance_id()),
-            ])
-            .build()
-    });
+        None => ep.connect_lazy(),
+    };
+    let metadata = cfg.metadata().map_err(invalid)?;
+    let resource = Resource::builder_empty()
+        .with_service_name(cfg.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.instance.id", instance_id()),
+        ])
+        .build();
     let exporter = OtlpSpans {
         client: TraceServiceClient::new(channel),
         metadata,
-        resource: resource.into(),
+        resource: (&resource).into(),
         runtime: tokio::runtime::Handle::try_current()
             .map_err(|_| "self-tracing needs the service's runtime".to_owned())?,
         counters: Arc::new(counters),

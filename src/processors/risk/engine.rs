@@ -513,14 +513,7 @@ impl Engine {
             .map(|(n, _)| n.clone())
             .collect();
         for bot in due {
-            let Some((action, attempt)) = e.bots.get(&bot).and_then(|b| {
-                let a = &b.run.as_ref()?.action;
-                Some((a.action?, a.attempts + 1))
-            }) else {
-                continue;
-            };
-            let span = action_span(&bot, action, attempt);
-            e.start_action(engine, &bot, now, span);
+            e.start_action(engine, &bot, now, None);
         }
         if e.rules.take_dirty() || !transitions.is_empty() {
             e.persist();
@@ -704,7 +697,7 @@ impl Engine {
         }
         if let Some(span) = action_span {
             changed = true;
-            self.start_action(engine, bot, now, span);
+            self.start_action(engine, bot, now, Some(span));
         }
         changed
     }
@@ -803,13 +796,14 @@ impl Engine {
         }
     }
 
-    /// Runs the run's action in the background; the result comes back under the lock.
+    /// Runs the run's action in the background, in `span` (made here for a retry); the
+    /// result comes back under the lock.
     fn start_action(
         &mut self,
         engine: &Arc<Mutex<Engine>>,
         bot: &str,
         now: Nanos,
-        span: tracing::Span,
+        span: Option<tracing::Span>,
     ) {
         let retry = self.settings.action_retry_interval;
         let control = self.control_for(bot);
@@ -822,6 +816,7 @@ impl Engine {
         run.action.in_flight = true;
         run.action.attempts += 1;
         run.action.next_try = now + retry.as_nanos() as u64;
+        let span = span.unwrap_or_else(|| action_span(bot, action, run.action.attempts));
         let engine = engine.clone();
         let name = bot.to_owned();
         let bot = name.clone();

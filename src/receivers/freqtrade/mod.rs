@@ -216,21 +216,17 @@ impl ReceiverConfig for FreqtradeConfig {
 
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Receiver>, BuildError> {
         // The simulated bot's port is taken now, so its URL is known to the client.
-        let simulator = if self.simulate {
-            let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| BuildError::new(&ctx.id, format!("simulated bot: {e}")))?;
-            Some(l)
+        let (simulator, sim_url) = if self.simulate {
+            let bound = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| {
+                l.set_nonblocking(true)?;
+                let url = format!("http://{}", l.local_addr()?);
+                Ok((l, url))
+            });
+            let (l, url) =
+                bound.map_err(|e| BuildError::new(&ctx.id, format!("simulated bot: {e}")))?;
+            (Some(l), Some(url))
         } else {
-            None
-        };
-        let sim_url = match &simulator {
-            Some(l) => Some(format!(
-                "http://{}",
-                l.local_addr()
-                    .map_err(|e| BuildError::new(&ctx.id, format!("simulated bot: {e}")))?
-            )),
-            None => None,
+            (None, None)
         };
         let http = reqwest::Client::builder()
             // A poll's requests go one after another: one kept-alive connection per bot.
