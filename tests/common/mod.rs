@@ -15,6 +15,7 @@ pub mod aws_proxy;
 pub mod emf;
 pub mod moto;
 pub mod nats;
+pub mod prometheus;
 pub mod stores;
 
 /// A loopback port nobody listens on now, and one this test process has never handed
