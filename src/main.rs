@@ -43,6 +43,15 @@ enum Command {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Probe a running collector's `/health` (for container HEALTHCHECKs, which have no
+    /// curl): exit 0 if it answers 200 within the timeout, 1 otherwise.
+    Healthcheck {
+        /// The service endpoint's /health (plain http).
+        #[arg(long, default_value = "http://127.0.0.1:13133/health")]
+        url: String,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Simulate a Freqtrade bot on loopback and poll it: trading metrics move, and the
     /// drawdown passes 20% after about a minute. Nothing else needs to run.
     Demo {
@@ -64,7 +73,23 @@ enum Command {
         /// About when the simulated drawdown passes 20%.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         drawdown_ramp: Duration,
+        /// Where a prometheus exporter serves the bot's metrics for scraping ("off": none).
+        #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_addr_or_off)]
+        prometheus: AddrOrOff,
     },
+}
+
+/// An address, or `off`.
+#[derive(Clone, Copy)]
+struct AddrOrOff(Option<SocketAddr>);
+
+fn parse_addr_or_off(s: &str) -> Result<AddrOrOff, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AddrOrOff(None));
+    }
+    s.parse()
+        .map(|a| AddrOrOff(Some(a)))
+        .map_err(|e| format!("{e} (expected HOST:PORT or \"off\")"))
 }
 
 fn init_logs(format: LogFormat, level: &str) {
@@ -112,6 +137,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => exit(run(config)),
+        Command::Healthcheck { url, timeout } => match healthcheck(&url, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo {
             interval,
             run_for,
@@ -119,12 +151,14 @@ fn main() -> ExitCode {
             out,
             seed,
             drawdown_ramp,
+            prometheus,
         } => {
             let opts = tradewatch::demo::DemoOptions {
                 interval,
                 run_for,
                 service,
                 out,
+                prometheus: prometheus.0,
                 sim: tradewatch::demo::sim::SimConfig {
                     seed,
                     drawdown_ramp,
@@ -148,6 +182,40 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One HTTP/1.0 GET without a runtime or a client library: 200 or an error.
+fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let uri: http::Uri = url.parse().context("--url")?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "--url must be http://HOST:PORT/PATH"
+    );
+    let host = uri.host().context("--url has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n")?;
+    let mut head = Vec::new();
+    s.take(64 * 1024).read_to_end(&mut head)?;
+    let head = String::from_utf8_lossy(&head);
+    let code = head.split(' ').nth(1).unwrap_or("");
+    anyhow::ensure!(
+        code == "200",
+        "{url} answered {:?}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

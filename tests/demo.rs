@@ -493,6 +493,7 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.jsonl");
     let service = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let prometheus = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tradewatch"))
         .args([
@@ -508,6 +509,8 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
         .arg(service.to_string())
         .arg("--out")
         .arg(&out)
+        .arg("--prometheus")
+        .arg(prometheus.to_string())
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -563,6 +566,15 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
             common::logs_in(&read_jsonl(&out))
                 .iter()
                 .any(|(_, r)| r.to_string().contains("MaxDrawdownBreached"))
+        },
+    );
+    // The bot's metrics are scrapeable (--prometheus).
+    eventually(
+        Duration::from_secs(30),
+        "the drawdown on the prometheus exporter",
+        || {
+            http_get(prometheus, "/metrics")
+                .is_ok_and(|(c, b)| c == 200 && b.contains("freqtrade_drawdown_current_pct{"))
         },
     );
     let (code, body) = http_get(service, "/status").expect("GET /status");

@@ -7,90 +7,16 @@
 
 mod common;
 
+use common::prometheus::Prometheus;
 use common::{eventually, free_port, python, Collector};
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn scrape(addr: SocketAddr, accept: &str) -> (String, String) {
     common::get_accepting(addr, "/metrics", accept)
-}
-
-/// A real Prometheus server scraping `target` every second, killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
-        let bin = common::promtool()
-            .parent()
-            .map(|d| d.join("prometheus"))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| "prometheus".into());
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tradewatch\n    honor_labels: true\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start the real Prometheus ({}): {e}; scripts/test installs Debian's prometheus package", bin.display())
-            });
-        Prometheus { child, port, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// The values of an instant query, by the series' labels.
-    fn query(&self, q: &str) -> Vec<(Value, f64)> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let path = format!(
-            "/api/v1/query?query={}",
-            q.replace('{', "%7B")
-                .replace('}', "%7D")
-                .replace('"', "%22")
-        );
-        let Ok((200, body)) = common::http_get(addr, &path) else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        v["data"]["result"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                let val = r["value"][1].as_str()?.parse().ok()?;
-                Some((r["metric"].clone(), val))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn run_sdk(endpoint: &str, dir: &std::path::Path) -> Value {

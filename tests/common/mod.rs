@@ -15,6 +15,7 @@ pub mod aws_proxy;
 pub mod emf;
 pub mod moto;
 pub mod nats;
+pub mod prometheus;
 pub mod rules;
 pub mod stores;
 
