@@ -46,7 +46,7 @@ enum Command {
     /// Probe a running collector's `/health` (for container HEALTHCHECKs, which have no
     /// curl): exit 0 if it answers 200 within the timeout, 1 otherwise.
     Healthcheck {
-        /// The service endpoint's /health (plain http).
+        /// The service endpoint's /health (http:// or https://).
         #[arg(long, default_value = "http://127.0.0.1:13133/health")]
         url: String,
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
@@ -184,37 +184,22 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// One HTTP/1.0 GET without a runtime or a client library: 200 or an error.
+/// One GET of `url` within `timeout`: Ok on 200 (`http://` or `https://`, the system's roots).
 fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let uri: http::Uri = url.parse().context("--url")?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("http"),
-        "--url must be http://HOST:PORT/PATH"
-    );
-    let host = uri.host().context("--url has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let addr = (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .with_context(|| format!("{host} has no address"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n")?;
-    let mut head = Vec::new();
-    s.take(64 * 1024).read_to_end(&mut head)?;
-    let head = String::from_utf8_lossy(&head);
-    let code = head.split(' ').nth(1).unwrap_or("");
-    anyhow::ensure!(
-        code == "200",
-        "{url} answered {:?}",
-        head.lines().next().unwrap_or("")
-    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let status = rt.block_on(async {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .build()?
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status())
+    })?;
+    anyhow::ensure!(status == reqwest::StatusCode::OK, "{url} answered {status}");
     Ok(())
 }
 

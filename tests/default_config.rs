@@ -32,6 +32,16 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
     let (code, body) = http_get(c.service, "/health").unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("alive"), "{body}");
+    // The container HEALTHCHECK's probe agrees.
+    let health_url = format!("http://{}/health", c.service);
+    let probe = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+            .args(["healthcheck", "--timeout", "2s", "--url", &health_url])
+            .output()
+            .unwrap()
+    };
+    let ok = probe();
+    assert!(ok.status.success(), "{ok:?}");
     let status = c.status();
     assert_eq!(status["status"], "HEALTHY", "{status}");
     let ids: Vec<&str> = status["components"]
@@ -99,6 +109,12 @@ fn shipped_config_starts_serves_and_exits_cleanly() {
 
     let status = c.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}:\n{}", c.logs());
+    let down = probe();
+    assert!(!down.status.success(), "nothing listens now: {down:?}");
+    assert!(
+        String::from_utf8_lossy(&down.stderr).starts_with("unhealthy:"),
+        "{down:?}"
+    );
 }
 
 #[test]
