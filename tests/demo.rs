@@ -494,31 +494,24 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
     let out = dir.path().join("demo.jsonl");
     let service = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let prometheus = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
-    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tradewatch"))
-        .args([
-            "demo",
-            "--interval",
-            "1s",
-            "--for",
-            "120s",
-            "--drawdown-ramp",
-            "6s",
-        ])
-        .arg("--service")
-        .arg(service.to_string())
-        .arg("--out")
-        .arg(&out)
-        .arg("--prometheus")
-        .arg(prometheus.to_string())
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start tradewatch demo");
-    let mut child = KillOnDrop(child);
-    let logs = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let mut demo = common::Demo::start(
+        dir.path(),
+        &[
+            "--interval".into(),
+            "1s".into(),
+            "--for".into(),
+            "120s".into(),
+            "--drawdown-ramp".into(),
+            "6s".into(),
+            "--service".into(),
+            service.to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--prometheus".into(),
+            prometheus.to_string(),
+        ],
+    );
+
     let values = |name: &str| -> Vec<f64> {
         metrics_in(&read_jsonl(&out))
             .iter()
@@ -555,7 +548,7 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
         Duration::from_secs(60),
         "the breach alert in the log and the pause done",
         || {
-            let text = logs();
+            let text = demo.logs();
             text.contains("MaxDrawdownBreached") && text.contains("risk action done")
         },
     );
@@ -584,7 +577,7 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
         body.contains("freqtrade/demo"),
         "/status lists the demo receiver: {status}"
     );
-    let text = logs();
+    let text = demo.logs();
     assert!(
         text.contains("http://127.0.0.1:"),
         "prints where the bot is:\n{text}"
@@ -601,28 +594,22 @@ fn tradewatch_demo_shows_profit_moving_and_the_drawdown_passing_the_limit() {
         !text.contains("password = "),
         "no credentials in the output"
     );
-    common::signal(&child.0, "TERM");
+    common::signal(&demo.child, "TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
+        if let Some(s) = demo.child.try_wait().unwrap() {
             break s;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "demo did not stop on SIGTERM:\n{}",
-            logs()
+            demo.logs()
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "demo exits cleanly: {status}\n{}", logs());
-}
-
-/// Kills the demo if an assertion fails first.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    assert!(
+        status.success(),
+        "demo exits cleanly: {status}\n{}",
+        demo.logs()
+    );
 }

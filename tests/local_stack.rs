@@ -764,22 +764,22 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_demo()
     assert!(queries.len() >= 20, "the dashboards' queries: {queries:?}");
     let (svc, exporter) = (common::free_port(), common::free_port());
     let dir = tempfile::tempdir().unwrap();
-    let stderr = std::fs::File::create(dir.path().join("demo.log")).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tradewatch"))
-        .args(["demo", "--interval", "1s", "--for", "600s"])
-        .args(["--drawdown-ramp", "20s"])
-        .arg("--service")
-        .arg(format!("127.0.0.1:{svc}"))
-        .arg("--prometheus")
-        .arg(format!("127.0.0.1:{exporter}"))
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start tradewatch demo");
-    let _demo = KillOnDrop(child);
-    let demo_log = || std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+    let demo = common::Demo::start(
+        dir.path(),
+        &[
+            "--interval".into(),
+            "1s".into(),
+            "--for".into(),
+            "600s".into(),
+            "--drawdown-ramp".into(),
+            "20s".into(),
+            "--service".into(),
+            format!("127.0.0.1:{svc}"),
+            "--prometheus".into(),
+            format!("127.0.0.1:{exporter}"),
+        ],
+    );
+    let demo_log = || demo.logs();
     let service = std::net::SocketAddr::from(([127, 0, 0, 1], svc));
     common::eventually(Duration::from_secs(30), "the demo runs", || {
         common::http_get(service, "/health").is_ok_and(|(c, b)| c == 200 && b.contains("running"))
@@ -861,14 +861,5 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_demo()
                 .join("\n")
         );
         std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

@@ -38,6 +38,41 @@ pub fn otlp_file_sink(signals: &[&str]) -> (Collector, u16, PathBuf) {
     (sink, grpc, out)
 }
 
+/// `tradewatch demo ARGS` in `dir` (its stderr in `dir/stderr`), killed on drop.
+pub struct Demo {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Demo {
+    pub fn start(dir: &Path, args: &[String]) -> Demo {
+        let log = dir.join("stderr");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tradewatch"))
+            .arg("demo")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start tradewatch demo");
+        Demo { child, log }
+    }
+
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A loopback port nobody listens on now, and one this test process has never handed
 /// out before. The OS picks it (bind to port 0, then release it); remembering what was
 /// handed out matters because tests run in parallel threads: a port that one test's
